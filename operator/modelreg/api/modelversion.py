@@ -1,0 +1,152 @@
+"""The ModelVersion kind: one trained artifact of a model and the stage asked for it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
+
+from modelreg.api.common import ApiModel, Condition, Stage, cel, immutable
+
+KIND = "ModelVersion"
+PLURAL = "modelversions"
+SINGULAR = "modelversion"
+SHORT_NAMES = ["mv"]
+
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+SHA256_HEX = r"^[a-f0-9]{64}$"
+VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._+-]*[A-Za-z0-9])?$"
+MAX_HISTORY = 20
+
+
+class Artifact(ApiModel):
+    """Where the trained model is stored and what it must hash to."""
+
+    uri: Annotated[str, Field(pattern=S3_URI, max_length=2048)]
+    """s3://bucket/key for one object, or s3://bucket/prefix/ (trailing slash) for a directory."""
+    sha256: Annotated[str | None, Field(pattern=SHA256_HEX)] = None
+    """Expected SHA-256 (64 lowercase hex digits); for a prefix, of its sorted manifest."""
+    format: Annotated[str | None, Field(max_length=64)] = None
+    """Serialization format, e.g. onnx, safetensors, pickle (informational)."""
+
+
+class Lineage(ApiModel):
+    """Where the version came from."""
+
+    experiment: Annotated[str | None, Field(max_length=256)] = None
+    """Experiment name."""
+    run_id: Annotated[str | None, Field(alias="runId", max_length=256)] = None
+    """Training run id."""
+    git_commit: Annotated[str | None, Field(alias="gitCommit", pattern=r"^[a-f0-9]{7,64}$")] = None
+    """Commit of the training code."""
+    dataset: Annotated[str | None, Field(max_length=1024)] = None
+    """Dataset name or URI."""
+    labels: dict[str, str] = {}
+    """Free-form labels."""
+
+
+class ModelVersionSpec(ApiModel):
+    """Desired state of one model version."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(oldSelf.stage) ? oldSelf.stage : 'Development') != 'Development'"
+                    " || (has(self.stage) ? self.stage : 'Development') != 'Production'",
+                    "spec.stage cannot move from Development straight to Production: promote to Staging first",
+                    reason="FieldValueForbidden",
+                )
+            ]
+        }
+    )
+
+    model: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=63,
+            pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+            json_schema_extra=immutable("spec.model", "create a new ModelVersion instead"),
+        ),
+    ]
+    """Name of the RegisteredModel in the same namespace. Immutable."""
+    version: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=63,
+            pattern=VERSION_PATTERN,
+            json_schema_extra=immutable("spec.version", "create a new ModelVersion instead"),
+        ),
+    ]
+    """Version string, e.g. 3 or 1.4.0; unique within the model. Immutable."""
+    artifact: Annotated[
+        Artifact, Field(json_schema_extra=immutable("spec.artifact", "register a new ModelVersion for a new artifact"))
+    ]
+    """The trained model's files. Immutable: register a new version instead."""
+    metrics: Annotated[dict[str, float], Field(max_length=64)] = {}
+    """Evaluation metrics by name, read by the promotion gates."""
+    lineage: Lineage = Lineage()
+    """Provenance."""
+    stage: Stage = Stage.DEVELOPMENT
+    """Requested stage: Development, Staging, Production or Archived."""
+    description: Annotated[str, Field(max_length=4096)] = ""
+    """What changed in this version."""
+
+
+class ArtifactStatus(ApiModel):
+    """Facts the operator verified about the artifact."""
+
+    digest: str | None = None
+    """sha256:<hex> of the object, or of the prefix's manifest."""
+    short_digest: Annotated[str | None, Field(alias="shortDigest")] = None
+    """First 12 hex digits of the digest, for kubectl get."""
+    size: int | None = None
+    """Size in bytes (sum over files for a prefix)."""
+    etag: str | None = None
+    """ETag seen at verification (joined over files for a prefix)."""
+    version_id: Annotated[str | None, Field(alias="versionId")] = None
+    """Object VersionId, on versioned buckets."""
+    checksum_source: Annotated[str | None, Field(alias="checksumSource")] = None
+    """Store (the store's own SHA-256) or Streamed (downloaded and hashed)."""
+    files: int | None = None
+    """Number of objects under a prefix."""
+    verified_at: Annotated[datetime | None, Field(alias="verifiedAt")] = None
+    """When the artifact was last verified."""
+
+
+class Transition(ApiModel):
+    """One change of effective stage."""
+
+    stage: Stage
+    """The stage entered."""
+    time: datetime
+    """When."""
+    reason: str = ""
+    """Why, in one word."""
+    message: str = ""
+    """Why, for a person."""
+
+
+class ModelVersionStatus(ApiModel):
+    """Observed state of a model version, written by the operator."""
+
+    observed_generation: Annotated[int | None, Field(alias="observedGeneration")] = None
+    """The metadata.generation this status describes."""
+    stage: Stage | None = None
+    """Effective stage: what the version really is, which may lag or differ from spec.stage."""
+    phase: str | None = None
+    """Pending, Verifying, Ready, Blocked or Failed."""
+    artifact: ArtifactStatus | None = None
+    """Verified artifact facts."""
+    production_requested_at: Annotated[datetime | None, Field(alias="productionRequestedAt")] = None
+    """When the operator first saw spec.stage ask for Production; the newest request wins."""
+    deployment_name: Annotated[str | None, Field(alias="deploymentName")] = None
+    """The Deployment serving this version, if any."""
+    history: Annotated[list[Transition], Field(max_length=MAX_HISTORY)] = []
+    """The last transitions of the effective stage, oldest first."""
+    conditions: Annotated[list[Condition], Field(json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})] = []  # fmt: skip
+    """Ready, Reconciling, Stalled and one condition per gate."""

@@ -1,0 +1,170 @@
+"""The RegisteredModel kind: one model, how it is served, promoted and stored."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+from pydantic import Field
+
+from modelreg.api.common import ApiModel, Condition
+from modelreg.api.quantities import IntOrString
+
+KIND = "RegisteredModel"
+PLURAL = "registeredmodels"
+SINGULAR = "registeredmodel"
+
+
+class EnvVar(ApiModel):
+    """A plain environment variable for the serving container."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")]
+    """Variable name."""
+    value: str = ""
+    """Variable value."""
+
+
+class Resources(ApiModel):
+    """CPU and memory for the serving container, as in a Pod spec."""
+
+    requests: dict[str, IntOrString] = {}
+    """Minimum resources, e.g. {cpu: 500m, memory: 1Gi}."""
+    limits: dict[str, IntOrString] = {}
+    """Maximum resources."""
+
+
+class ReadinessProbe(ApiModel):
+    """An HTTP GET that tells when a serving Pod can take traffic."""
+
+    path: Annotated[str, Field(pattern=r"^/", max_length=2048)] = "/"
+    """Path to GET on the serving port."""
+    initial_delay_seconds: Annotated[int, Field(alias="initialDelaySeconds", ge=0)] = 0
+    """Seconds after start before the first probe."""
+    period_seconds: Annotated[int, Field(alias="periodSeconds", ge=1)] = 5
+    """Seconds between probes."""
+    failure_threshold: Annotated[int, Field(alias="failureThreshold", ge=1)] = 3
+    """Consecutive failures before the Pod is marked not ready."""
+
+
+class Serving(ApiModel):
+    """How versions of this model run. Only these fields reach the Pod spec."""
+
+    image: Annotated[str, Field(min_length=1, max_length=1024)]
+    """Container image of the model server; the artifact is mounted at /models."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    """Port the model server listens on."""
+    args: Annotated[list[str], Field(max_length=64)] = []
+    """Arguments of the model server."""
+    env: Annotated[list[EnvVar], Field(max_length=128)] = []
+    """Environment variables of the model server."""
+    resources: Resources = Resources()
+    """Resource requests and limits of the model server."""
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Replicas of the Production version."""
+    staging_replicas: Annotated[int, Field(alias="stagingReplicas", ge=0, le=1000)] = 1
+    """Replicas of the Staging version."""
+    readiness_probe: Annotated[ReadinessProbe | None, Field(alias="readinessProbe")] = None
+    """Readiness probe; without it a Pod is ready once its containers run."""
+    progress_deadline_seconds: Annotated[int, Field(alias="progressDeadlineSeconds", ge=10)] = 600
+    """Seconds a rollout may take before it counts as failed."""
+
+
+class Direction(enum.StrEnum):
+    HIGHER_IS_BETTER = "HigherIsBetter"
+    LOWER_IS_BETTER = "LowerIsBetter"
+
+
+class MetricThreshold(ApiModel):
+    """Bounds a metric must meet before a version may enter Staging or Production."""
+
+    metric: Annotated[str, Field(min_length=1, max_length=128)]
+    """Metric name, as in ModelVersion spec.metrics."""
+    min: float | None = None
+    """Smallest value allowed (inclusive)."""
+    max: float | None = None
+    """Largest value allowed (inclusive)."""
+
+
+class CompareToProduction(ApiModel):
+    """The candidate must be at least as good as the serving version on one metric."""
+
+    metric: Annotated[str, Field(min_length=1, max_length=128)]
+    """Metric name to compare."""
+    direction: Direction = Direction.HIGHER_IS_BETTER
+    """Whether higher or lower values are better."""
+    margin: Annotated[float, Field(ge=0)] = 0.0
+    """How much worse than Production the candidate may be (absolute)."""
+
+
+class Promotion(ApiModel):
+    """Gates a version must pass before Staging and Production."""
+
+    thresholds: Annotated[list[MetricThreshold], Field(max_length=64, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["metric"]})] = []  # fmt: skip
+    """Per-metric bounds."""
+    compare_to_production: Annotated[CompareToProduction | None, Field(alias="compareToProduction")] = None
+    """Require the candidate to match or beat the serving version."""
+
+
+class SecretKeyRef(ApiModel):
+    """A Secret in the model's namespace holding S3 credentials."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Secret name."""
+    access_key_id_key: Annotated[str, Field(alias="accessKeyIdKey")] = "AWS_ACCESS_KEY_ID"
+    """Key of the access key id in the Secret."""
+    secret_access_key_key: Annotated[str, Field(alias="secretAccessKeyKey")] = "AWS_SECRET_ACCESS_KEY"
+    """Key of the secret access key in the Secret."""
+
+
+class Storage(ApiModel):
+    """Where artifacts live. Without it, the operator's ambient AWS credentials are used."""
+
+    endpoint: Annotated[str | None, Field(pattern=r"^https?://", max_length=2048)] = None
+    """S3 endpoint URL, for S3-compatible stores; empty for AWS."""
+    region: Annotated[str | None, Field(max_length=64)] = None
+    """Region of the bucket."""
+    credentials_secret: Annotated[SecretKeyRef | None, Field(alias="credentialsSecret")] = None
+    """Secret with the access key pair."""
+
+
+class Retention(ApiModel):
+    """How much of the past is kept running-ready."""
+
+    archived_deployments: Annotated[int, Field(alias="archivedDeployments", ge=0, le=100)] = 2
+    """Archived versions whose Deployment (scaled to 0) is kept for fast rollback."""
+
+
+class RegisteredModelSpec(ApiModel):
+    """Desired state of a registered model."""
+
+    description: Annotated[str, Field(max_length=4096)] = ""
+    """What the model does."""
+    owner: Annotated[str, Field(max_length=256)] = ""
+    """Team or person responsible for the model."""
+    serving: Serving | None = None
+    """How the Staging and Production versions are served; without it nothing is deployed."""
+    promotion: Promotion = Promotion()
+    """Gates before Staging and Production."""
+    storage: Storage | None = None
+    """Artifact store settings."""
+    retention: Retention = Retention()
+    """How many archived versions keep their Deployment."""
+
+
+class RegisteredModelStatus(ApiModel):
+    """Observed state of a registered model, written by the operator."""
+
+    observed_generation: Annotated[int | None, Field(alias="observedGeneration")] = None
+    """The metadata.generation this status describes."""
+    production_version: Annotated[str | None, Field(alias="productionVersion")] = None
+    """Version serving Production."""
+    staging_version: Annotated[str | None, Field(alias="stagingVersion")] = None
+    """Version in Staging."""
+    version_count: Annotated[int, Field(alias="versionCount")] = 0
+    """Number of ModelVersions of this model."""
+    endpoint: str | None = None
+    """Name of the Service that serves Production."""
+    conditions: Annotated[list[Condition], Field(json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})] = []  # fmt: skip
+    """Ready, Reconciling, Stalled and warnings such as ConflictingProductionRequests."""

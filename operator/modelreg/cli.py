@@ -1,0 +1,84 @@
+"""The `modelreg` command: run the operator, generate CRDs, drive the dev cluster.
+
+Each subcommand is a thin wrapper; the work lives in the module it names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelreg", description="Kubernetes-native ML model registry")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("--namespace", "-n", help="watch one namespace (default: all)")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
+    run.add_argument("--liveness", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.set_defaults(func=_run)
+
+    gen = sub.add_parser("generate-crds", help="write crds/*.yaml from the API types")
+    gen.add_argument("--out", type=Path, default=Path("crds"))
+    gen.set_defaults(func=_generate_crds)
+
+    dev = sub.add_parser("devcluster", help="the local control plane (etcd, kube-*, kwok) and S3 server")
+    dev.add_argument("--dir", type=Path, help="state directory (default: ~/.cache/modelreg/devcluster)")
+    dev_sub = dev.add_subparsers(metavar="ACTION", required=True)
+    for name, help_ in [
+        ("build", "build or reuse the cached binaries"),
+        ("up", "start the cluster in the background"),
+        ("down", "stop everything the cluster started and delete its data"),
+        ("status", "show what runs"),
+        ("env", 'print shell exports: eval "$(modelreg devcluster env)"'),
+    ]:
+        dev_sub.add_parser(name, help=help_).set_defaults(func=_devcluster, action=name)
+
+    demo = sub.add_parser("demo", help="cluster + S3 + CRDs + operator + examples, then show them")
+    demo.add_argument("--examples", type=Path, default=Path("examples"))
+    demo.add_argument("--namespace", default="modelreg-demo")
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from modelreg.running import run_operator
+
+    run_operator(namespace=args.namespace, kubeconfig=args.kubeconfig, liveness=args.liveness)
+    return 0
+
+
+def _generate_crds(args: argparse.Namespace) -> int:
+    from modelreg.api.crds import write_crds
+
+    for path in write_crds(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _devcluster(args: argparse.Namespace) -> int:
+    from modelreg.devcluster import commands
+
+    return commands.dispatch(args.action, directory=args.dir)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from modelreg.devcluster import demo
+
+    return demo.run_demo(examples=args.examples, namespace=args.namespace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

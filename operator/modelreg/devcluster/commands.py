@@ -1,0 +1,66 @@
+"""`modelreg devcluster build|up|down|status|env`: what each prints and returns."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from modelreg.devcluster import building, cluster
+
+
+def dispatch(action: str, *, directory: Path | None) -> int:
+    directory = directory or cluster.default_directory()
+    try:
+        return _ACTIONS[action](directory)
+    except cluster.ClusterError as exc:
+        print(f"error: {exc}")
+        return 1
+
+
+def build(_: Path) -> int:
+    bins = building.ensure_binaries()
+    print(f"binaries ready in {bins.kubectl.parent.parent}")
+    return 0
+
+
+def up(directory: Path) -> int:
+    bins = building.ensure_binaries()
+    state = cluster.up(directory, bins=bins)
+    print(f"\nThe dev cluster runs (state in {directory}). To use it:")
+    print('  eval "$(modelreg devcluster env)"   # sets KUBECONFIG and AWS_* for kubectl and boto3')
+    print(f"  {bins.kubectl} --kubeconfig {state.kubeconfig} get nodes")
+    print("To stop it and delete its data:\n  modelreg devcluster down")
+    return 0
+
+
+def down(directory: Path) -> int:
+    stopped = cluster.down(directory)
+    print(f"stopped: {', '.join(stopped)}" if stopped else f"no dev cluster was running from {directory}")
+    return 0
+
+
+def status(directory: Path) -> int:
+    state = cluster.ClusterState.load(directory)
+    if state is None:
+        print(f"no dev cluster in {directory}")
+        return 3
+    running = state.running()
+    print(f"kube-apiserver: {state.server}\nkubeconfig:     {state.kubeconfig}\nS3 endpoint:    {state.s3.endpoint}")
+    for name, alive in running.items():
+        print(f"  {name:<24} {'running' if alive else 'STOPPED'}  pid {state.processes[name].pid}")
+    return 0 if all(running.values()) else 1
+
+
+def env(directory: Path) -> int:
+    state = cluster.ClusterState.load(directory)
+    if state is None or not any(state.running().values()):
+        print(f"# no dev cluster runs in {directory}; start one with `modelreg devcluster up`")
+        return 3
+    bins = building.binaries()
+    for key, value in state.env().items():
+        print(f"export {key}={shlex.quote(value)}")
+    print(f'export PATH={shlex.quote(str(bins.kubectl.parent))}:"$PATH"')
+    return 0
+
+
+_ACTIONS = {"build": build, "up": up, "down": down, "status": status, "env": env}

@@ -1,0 +1,70 @@
+"""`modelreg demo`: the main job on the local control plane.
+
+Brings up (or reuses) the dev cluster and its S3 server, installs the CRDs,
+seeds the example bucket, starts the operator in the background, applies
+`examples/` and shows `kubectl get modelreg`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from modelreg import artifacts
+from modelreg.api.crds import write_crds
+from modelreg.devcluster import building, cluster, processes
+
+EXAMPLE_BUCKET = "modelreg-examples"
+
+
+def run_demo(*, examples: Path, namespace: str, directory: Path | None = None) -> int:
+    directory = directory or cluster.default_directory()
+    bins = building.ensure_binaries()
+    state = cluster.ClusterState.load(directory)
+    if state is None or not all(state.running().values()):
+        if state is not None:
+            cluster.down(directory)
+        state = cluster.up(directory, bins=bins)
+
+    def kubectl(*args: str) -> str:
+        return cluster.kubectl(bins, state, *args)
+
+    crd_dir = Path(state.directory) / "crds"
+    write_crds(crd_dir)
+    kubectl("apply", "--server-side", "--field-manager=modelreg-demo", "-f", str(crd_dir))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir))
+    seed_bucket(state, examples / "artifacts")
+
+    if "operator" not in state.processes or not state.processes["operator"].alive():
+        env = os.environ | state.env()
+        argv = [sys.executable, "-m", "modelreg", "run", "--kubeconfig", state.kubeconfig]
+        state.processes["operator"] = processes.start(
+            "operator", argv, log=Path(state.directory) / "logs" / "operator.log", env=env
+        )
+        state.save()
+
+    cluster.kubectl(bins, state, "create", "namespace", namespace, check=False)
+    kubectl("apply", "-n", namespace, "-f", str(examples))
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "modelversions", "--all")
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "registeredmodels", "--all")
+    print(kubectl("get", "modelreg", "-n", namespace, "-o", "wide"))
+    print("The operator runs in the background; its log: " + state.processes["operator"].log)
+    print("Reach the cluster:")
+    print('  eval "$(modelreg devcluster env)"')
+    print(f"  kubectl get modelreg -n {namespace}")
+    print("Stop everything (cluster, S3 server, operator) and delete its data:")
+    print("  modelreg devcluster down")
+    return 0
+
+
+def seed_bucket(state: cluster.ClusterState, root: Path) -> None:
+    s3 = artifacts.new_s3_client(
+        endpoint=state.s3.endpoint,
+        region=state.s3.region,
+        access_key=state.s3.access_key,
+        secret_key=state.s3.secret_key,
+    )
+    artifacts.ensure_bucket(s3, EXAMPLE_BUCKET)
+    if root.is_dir():
+        artifacts.upload_tree(s3, root=root, bucket=EXAMPLE_BUCKET)

@@ -1,0 +1,116 @@
+"""Certificates for the local control plane: one CA, serving and client pairs.
+
+Called by `devcluster.cluster` when a cluster comes up. Everything is written as
+PEM files into the cluster's state directory and lives only as long as it does.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+_VALIDITY = datetime.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    """Every file the components need; paths only, so it serializes as JSON."""
+
+    ca: KeyPair
+    apiserver: KeyPair
+    etcd: KeyPair
+    etcd_client: KeyPair
+    admin: KeyPair
+    service_account: KeyPair  # cert holds the public key PEM, key the private key
+
+
+def create_pki(directory: Path, *, service_ip: str) -> ClusterPKI:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelreg-devcluster-ca")])
+    ca_cert = (
+        _builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca = _write(directory, "ca", ca_cert, ca_key)
+
+    def issue(name: str, cn: str, *, org: str | None = None, server: bool = False) -> KeyPair:
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        if org:
+            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+        usages = (
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            if server
+            else [ExtendedKeyUsageOID.CLIENT_AUTH]
+        )
+        builder = _builder(x509.Name(attrs), ca_name, key.public_key()).add_extension(
+            x509.ExtendedKeyUsage(usages), critical=False
+        )
+        if server:
+            builder = builder.add_extension(_server_sans(service_ip), critical=False)
+        return _write(directory, name, builder.sign(ca_key, hashes.SHA256()), key)
+
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa = KeyPair(cert=directory / "sa.pub", key=directory / "sa.key")
+    sa.cert.write_bytes(
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    _write_key(sa.key, sa_key)
+    return ClusterPKI(
+        ca=ca,
+        apiserver=issue("apiserver", "kube-apiserver", server=True),
+        etcd=issue("etcd", "etcd", server=True),
+        etcd_client=issue("etcd-client", "kube-apiserver-etcd-client"),
+        admin=issue("admin", "modelreg-admin", org="system:masters"),
+        service_account=sa,
+    )
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+    )
+
+
+def _server_sans(service_ip: str) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = [
+        x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "etcd")
+    ]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", service_ip)]
+    return x509.SubjectAlternativeName(names)
+
+
+def _write(directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> KeyPair:
+    pair = KeyPair(cert=directory / f"{name}.crt", key=directory / f"{name}.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pair.key, key)
+    return pair
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    path.chmod(0o600)

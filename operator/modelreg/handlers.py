@@ -1,0 +1,114 @@
+"""Kopf glue: watch events become model keys on a work queue; workers reconcile.
+
+Called by Kopf (registered through `running.run_operator`). Handlers stay
+thin: they name which model an event concerns and return. Every decision is
+made in `reconciling`, from the current state of the world, so a missed or
+repeated event changes nothing (level-triggered).
+
+Only `on.event` handlers and a startup task are used, never Kopf's
+create/update/delete handlers. Those need Kopf's progress and diff-base
+storage, which by default writes annotations (and with them, finalizers) onto
+the user's objects: Argo CD and Flux would see metadata they did not apply,
+and the operator would be writing to objects it does not own. Event handlers
+keep no state, so nothing of Kopf's ever lands on a user's object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes.client import ApiClient
+
+from modelreg import kube, reconciling
+from modelreg.api import GROUP, VERSION
+from modelreg.api import modelversion as mv
+from modelreg.api import registeredmodel as rm
+from modelreg.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+ModelKey = tuple[str, str]  # (namespace, model name)
+
+
+@dataclass
+class Runtime:
+    """What the handlers share, handed to Kopf as its `memo`."""
+
+    client: ApiClient
+    namespace: str | None
+    workers: int = 4
+    resync_seconds: float = 60.0
+    queue: WorkQueue[ModelKey] = field(default_factory=WorkQueue)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@kopf.on.startup()
+async def start_workers(memo: Runtime, settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings)
+    memo.tasks = [asyncio.create_task(_worker(memo, i)) for i in range(memo.workers)]
+    memo.tasks.append(asyncio.create_task(_resync(memo)))
+
+
+@kopf.on.cleanup()
+async def stop_workers(memo: Runtime, **_: Any) -> None:
+    for task in memo.tasks:
+        task.cancel()
+    await asyncio.gather(*memo.tasks, return_exceptions=True)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    # Our own Events say what happened; Kopf's per-log-line Events would be noise.
+    settings.posting.enabled = False
+    # Long watches, but never silent forever: reconnect well before proxies cut them.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    # Never a finalizer or an annotation on a user's object (see module docstring).
+    # Should a change handler ever be added, its state goes to status (never
+    # compared by GitOps tools), not to annotations.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+
+
+@kopf.on.event(GROUP, VERSION, rm.PLURAL)
+def on_model_event(memo: Runtime, name: str, namespace: str | None, **_: Any) -> None:
+    if namespace:
+        memo.queue.add((namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, mv.PLURAL)
+def on_version_event(memo: Runtime, spec: kopf.Spec, namespace: str | None, **_: Any) -> None:
+    if namespace and (model := spec.get("model")):
+        memo.queue.add((namespace, model))
+
+
+async def _worker(memo: Runtime, index: int) -> None:
+    while True:
+        key = await memo.queue.get()
+        try:
+            writes = await asyncio.to_thread(reconciling.reconcile_model, memo.client, namespace=key[0], model=key[1])
+            if writes:
+                log.info("reconciled %s/%s with %d writes", *key, writes)
+        except Exception:
+            log.exception("reconcile of %s/%s failed; retrying in 5s", *key)
+            asyncio.get_running_loop().call_later(5, memo.queue.add, key)
+        finally:
+            memo.queue.done(key)
+
+
+async def _resync(memo: Runtime) -> None:
+    """Re-check every model periodically, so drift is found even without events."""
+    while True:
+        await asyncio.sleep(memo.resync_seconds)
+        try:
+            keys = await asyncio.to_thread(kube.list_model_names, memo.client, namespace=memo.namespace)
+        except Exception:
+            log.exception("periodic resync could not list models")
+            continue
+        for key in keys:
+            memo.queue.add(key)

@@ -1,0 +1,135 @@
+"""Every call to the Kubernetes API that the operator makes, in one place.
+
+Called by `reconciling` (and the CLI). The client is passed in, never global,
+so tests and tools can point it anywhere. Writes use server-side apply with the
+`modelreg` field manager and touch only what the operator owns: the status
+subresource of the user's objects, Events, and the objects it creates.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.rest import ApiException
+
+from modelreg.api import FIELD_MANAGER, GROUP, VERSION
+from modelreg.api import modelversion as mv
+from modelreg.api import registeredmodel as rm
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+_APPLY = "application/apply-patch+yaml"
+_TIMEOUT = (5, 30)  # connect, read seconds: a hung API server must not hang a reconcile
+
+
+def new_client(kubeconfig: str | None = None) -> ApiClient:
+    """An API client from a kubeconfig, or from the in-cluster service account."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    return ApiClient(config)
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """Everything read from the API for one reconcile of one model."""
+
+    model: Obj | None
+    versions: list[Obj]
+
+
+def read_model_state(client: ApiClient, *, namespace: str, model: str) -> ModelState:
+    api = CustomObjectsApi(client)
+    try:
+        model_obj = api.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, rm.PLURAL, model, _request_timeout=_TIMEOUT
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        model_obj = None
+    listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, mv.PLURAL, _request_timeout=_TIMEOUT)
+    versions = [v for v in listed.get("items", []) if v.get("spec", {}).get("model") == model]
+    return ModelState(model=model_obj, versions=versions)
+
+
+def list_model_names(client: ApiClient, *, namespace: str | None) -> list[tuple[str, str]]:
+    """(namespace, name) of every RegisteredModel and of every model a version names."""
+    api = CustomObjectsApi(client)
+    keys: set[tuple[str, str]] = set()
+    for plural in (rm.PLURAL, mv.PLURAL):
+        if namespace:
+            items = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
+        else:
+            items = api.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
+        for item in items.get("items", []):
+            name = item["metadata"]["name"] if plural == rm.PLURAL else item.get("spec", {}).get("model")
+            if name:
+                keys.add((item["metadata"]["namespace"], name))
+    return sorted(keys)
+
+
+def apply_status(client: ApiClient, obj: Obj, status: Obj) -> None:
+    """Server-side apply of `status` on the status subresource of `obj`."""
+    plural = rm.PLURAL if obj["kind"] == rm.KIND else mv.PLURAL
+    body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": obj["metadata"]["name"]},
+            "status": status}  # fmt: skip
+    CustomObjectsApi(client).patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        obj["metadata"]["namespace"],
+        plural,
+        obj["metadata"]["name"],
+        body,
+        field_manager=FIELD_MANAGER,
+        force=True,
+        _content_type=_APPLY,
+        _request_timeout=_TIMEOUT,
+    )
+
+
+def post_event(client: ApiClient, obj: Obj, *, reason: str, message: str, warning: bool = False) -> None:
+    """Record a core/v1 Event about `obj`; failures are logged, never raised."""
+    now = datetime.datetime.now(datetime.UTC)
+    meta = obj["metadata"]
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "firstTimestamp": now.isoformat(),
+        "lastTimestamp": now.isoformat(),
+        "count": 1,
+    }
+    try:
+        CoreV1Api(client).create_namespaced_event(meta["namespace"], event, _request_timeout=_TIMEOUT)
+    except ApiException as exc:
+        log.warning("could not post event %s on %s: %s", reason, meta["name"], _reason(exc))
+
+
+def _reason(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body).get("message"))
+    except (TypeError, ValueError):
+        return str(exc.reason)

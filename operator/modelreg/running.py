@@ -1,0 +1,31 @@
+"""Start the operator: Kopf with our handlers, scoped to one namespace or all.
+
+Called by `modelreg run` and by the test fixtures (as a subprocess).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import kopf
+
+from modelreg import handlers, kube
+
+
+def run_operator(*, namespace: str | None, kubeconfig: str | None = None, liveness: str | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # Kopf's own login reads it too
+    client = kube.new_client(kubeconfig)
+    memo = handlers.Runtime(client=client, namespace=namespace)
+    asyncio.run(
+        kopf.operator(
+            standalone=True,  # one replica; no KopfPeering objects needed
+            clusterwide=namespace is None,
+            namespaces=[namespace] if namespace else [],
+            memo=memo,
+            liveness_endpoint=liveness,
+        )
+    )

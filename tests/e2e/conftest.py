@@ -1,0 +1,207 @@
+"""Fixtures for end-to-end tests: a real control plane, a real S3 server, a
+fresh namespace per test, and the operator as a subprocess scoped to it.
+
+`--cluster` (or MODELREG_TEST_CLUSTER) picks the cluster: `local` (default)
+starts the dev cluster built from the Kubernetes sources; `current` uses the
+current kubeconfig context; `kind` uses pytest-kind (needs Docker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelreg import artifacts
+from modelreg.devcluster import building, cluster, processes, s3server
+from tests.conftest import unavailable, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "crds"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        default=os.environ.get("MODELREG_TEST_CLUSTER", "local"),
+        choices=["local", "current", "kind"],
+        help="where e2e tests run: the local dev cluster, the current kubeconfig, or kind",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    kubectl_path: str
+    audit_log: str | None = None
+    state: cluster.ClusterState | None = None
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120) -> str:
+        out = self.run(*args, input=input, timeout=timeout)
+        if check and out.returncode != 0:
+            pytest.fail(f"kubectl {' '.join(args)} failed ({out.returncode}): {out.stderr.strip()}")
+        return out.stdout
+
+    def run(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.kubectl_path, f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+
+@pytest.fixture(scope="session")
+def kube(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    choice = request.config.getoption("--cluster")
+    if choice == "current":
+        kubeconfig = os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config"))
+        kubectl = shutil.which("kubectl")
+        if not kubectl or not Path(kubeconfig).exists():
+            unavailable("--cluster=current needs kubectl on PATH and a kubeconfig")
+        yield Cluster(kubeconfig=kubeconfig, kubectl_path=str(kubectl))
+        return
+    if choice == "kind":
+        try:
+            kind_cluster = request.getfixturevalue("kind_cluster")
+        except Exception as exc:  # pytest-kind missing, or no Docker
+            unavailable(f"--cluster=kind needs pytest-kind and Docker: {exc}")
+        yield Cluster(kubeconfig=str(kind_cluster.kubeconfig_path), kubectl_path=str(kind_cluster.kubectl_path))
+        return
+    try:
+        bins = building.ensure_binaries()
+        state = cluster.up(tmp_path_factory.mktemp("devcluster"), bins=bins, with_s3=False, tie_to_parent=True)
+    except Exception as exc:
+        unavailable(f"the local control plane could not start: {exc}")
+    try:
+        yield Cluster(
+            kubeconfig=state.kubeconfig, kubectl_path=str(bins.kubectl), audit_log=state.audit_log, state=state
+        )
+    finally:
+        cluster.down(Path(state.directory))
+
+
+@dataclass
+class S3:
+    config: s3server.S3Config
+    binary: Path
+    process: processes.Process | None = None
+    buckets: list[str] = field(default_factory=list)
+
+    def client(self) -> Any:
+        return artifacts.new_s3_client(
+            endpoint=self.config.endpoint,
+            region=self.config.region,
+            access_key=self.config.access_key,
+            secret_key=self.config.secret_key,
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.config.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.config.secret_key,
+            "AWS_DEFAULT_REGION": self.config.region,
+            "AWS_ENDPOINT_URL_S3": self.config.endpoint,
+        }
+
+    def stop(self) -> None:
+        if self.process:
+            processes.stop(self.process)
+            self.process = None
+
+    def start(self) -> None:
+        self.process = s3server.start(self.config, binary=self.binary, tie_to_parent=True)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    try:
+        bins = building.ensure_binaries()
+        server = S3(config=s3server.new_config(tmp_path_factory.mktemp("s3")), binary=bins.s3_server)
+        server.start()
+    except Exception as exc:
+        unavailable(f"the S3 server could not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def crds(kube: Cluster) -> Path:
+    """The checked-in CRDs, installed exactly as users install them."""
+    kube.kubectl("apply", "--server-side", "-f", str(CRDS))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
+    return CRDS
+
+
+@pytest.fixture
+def namespace(kube: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube.kubectl("create", "namespace", name)
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@dataclass
+class Operator:
+    process: processes.Process
+
+    def log(self) -> str:
+        return Path(self.process.log).read_text(errors="replace")
+
+
+@pytest.fixture
+def operator(
+    kube: Cluster, s3: S3, crds: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Operator]:
+    """The operator as a subprocess, watching only this test's namespace."""
+    port = processes.free_port()
+    env = os.environ | s3.env() | {"KUBECONFIG": kube.kubeconfig, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace,
+            "--liveness", f"http://127.0.0.1:{port}/healthz"]  # fmt: skip
+    proc = processes.start("operator", argv, log=tmp_path / "operator.log", env=env, tie_to_parent=True)
+    op = Operator(process=proc)
+
+    def healthy() -> bool:
+        if not proc.alive():
+            pytest.fail(f"the operator exited at start:\n{processes.tail(proc.log)}")
+        with contextlib.suppress(OSError):
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        return False
+
+    wait_for(healthy, timeout=60, what="the operator's liveness endpoint")
+    yield op
+    processes.stop(proc)
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(f"\n--- operator log ({namespace}) ---\n{processes.tail(proc.log, 80)}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep

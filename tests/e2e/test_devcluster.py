@@ -1,0 +1,33 @@
+"""The dev cluster's own promises: one per directory, and nothing left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelreg.devcluster import building, cluster
+from tests.e2e.conftest import Cluster
+
+
+def test_second_up_in_the_same_directory_is_refused(kube: Cluster) -> None:
+    if kube.state is None:
+        pytest.skip("only the local dev cluster has a state directory")
+    with pytest.raises(cluster.ClusterError, match="already running"):
+        cluster.up(Path(kube.state.directory), bins=building.binaries())
+
+
+def test_down_stops_every_process_and_removes_the_data(kube: Cluster, tmp_path: Path) -> None:
+    if kube.state is None:
+        pytest.skip("only the local dev cluster can be started twice")
+    directory = tmp_path / "second"
+    state = cluster.up(directory, bins=building.binaries(), tie_to_parent=True)
+    procs = list(state.processes.values())
+    assert all(p.alive() for p in procs)
+    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "s3"} <= set(state.processes)
+
+    stopped = cluster.down(directory)
+
+    assert sorted(stopped) == sorted(state.processes)
+    assert not any(p.alive() for p in procs)
+    assert not directory.exists()
