@@ -9,8 +9,13 @@ from typing import Any
 Obj = dict[str, Any]
 
 
+def format_time(moment: datetime.datetime) -> str:
+    """RFC 3339 in UTC to the second, as Kubernetes writes times."""
+    return moment.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return format_time(datetime.datetime.now(datetime.UTC))
 
 
 def condition(

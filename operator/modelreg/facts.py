@@ -1,0 +1,54 @@
+"""Facts the operator gathers from the outside world, as plain values.
+
+Produced by `artifacts` (and later the rollout watcher) and consumed by the
+pure `lifecycle` engine, which never performs I/O itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from modelreg.api.modelversion import ArtifactStatus
+
+
+class ArtifactReason(enum.StrEnum):
+    VERIFIED = "Verified"
+    NOT_FOUND = "ArtifactNotFound"
+    ACCESS_DENIED = "AccessDenied"
+    CHECKSUM_MISMATCH = "ChecksumMismatch"
+    STORAGE_UNAVAILABLE = "StorageUnavailable"
+    STORAGE_MISCONFIGURED = "StorageMisconfigured"
+    INVALID = "InvalidArtifact"
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """The outcome of verifying one version's artifact."""
+
+    reason: ArtifactReason
+    message: str
+    facts: ArtifactStatus | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is ArtifactReason.VERIFIED
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying as is: the store did not answer, it did not say no."""
+        return self.reason is ArtifactReason.STORAGE_UNAVAILABLE
+
+
+class RolloutState(enum.StrEnum):
+    PROGRESSING = "Progressing"
+    AVAILABLE = "Available"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How the Deployment of a version that is to serve Production is doing."""
+
+    state: RolloutState
+    message: str = ""
