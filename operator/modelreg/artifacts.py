@@ -6,11 +6,21 @@ serving Pods, and by the dev cluster to seed its buckets.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+from modelreg.api.modelversion import ArtifactStatus
+from modelreg.facts import ArtifactCheck, ArtifactReason
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -61,3 +71,233 @@ def upload_tree(client: S3Client, *, root: Path, bucket: str) -> list[str]:
         client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ChecksumAlgorithm="SHA256")
         keys.append(key)
     return keys
+
+
+# --- verification -----------------------------------------------------------------------
+
+_CHUNK = 1024 * 1024
+_NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+
+
+class ArtifactError(Exception):
+    """Verification failed for a reason a person can act on (or the store was away)."""
+
+    def __init__(self, reason: ArtifactReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.key == "" or self.key.endswith("/")
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def parse_uri(uri: str) -> S3Location:
+    if not uri.startswith("s3://"):
+        raise ArtifactError(ArtifactReason.INVALID, f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ArtifactError(ArtifactReason.INVALID, f"{uri!r} names no bucket")
+    return S3Location(bucket, key)
+
+
+def verify(
+    client: S3Client,
+    uri: str,
+    *,
+    expected_sha256: str | None,
+    previous: ArtifactStatus | None,
+    now: datetime.datetime,
+) -> ArtifactCheck:
+    """Check that the artifact exists and hashes to what is expected.
+
+    The store's own SHA-256 is used when it has one; otherwise the object is
+    streamed and hashed. When ETag and VersionId match `previous`, its digest is
+    reused, so an unchanged artifact costs one HEAD (or one listing).
+    """
+    try:
+        location = parse_uri(uri)
+        facts = (
+            _prefix_facts(client, location, previous)
+            if location.is_prefix
+            else _object_facts(client, location, previous)
+        )
+    except ArtifactError as exc:
+        return ArtifactCheck(exc.reason, str(exc))
+    if facts.verified_at is None:
+        facts = facts.model_copy(update={"verified_at": now.replace(microsecond=0)})
+    digest = (facts.digest or "").removeprefix("sha256:")
+    if expected_sha256 and digest != expected_sha256:
+        return ArtifactCheck(
+            ArtifactReason.CHECKSUM_MISMATCH,
+            f"{uri} has SHA-256 {digest}, but spec.artifact.sha256 is {expected_sha256}: "
+            "upload the right file or register a new version with the right checksum",
+        )
+    what = f"{facts.files} files" if facts.files is not None else f"{facts.size} bytes"
+    how = "the store's checksum" if facts.checksum_source == "Store" else "hashing its content"
+    return ArtifactCheck(ArtifactReason.VERIFIED, f"{uri}: {what}, sha256 {digest[:12]}… (by {how})", facts)
+
+
+def _object_facts(client: S3Client, location: S3Location, previous: ArtifactStatus | None) -> ArtifactStatus:
+    head = _call(client, location, lambda: client.head_object(
+        Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED"))  # fmt: skip
+    etag, version_id, size = head.get("ETag"), head.get("VersionId"), int(head.get("ContentLength", 0))
+    if previous and previous.digest and previous.etag == etag and previous.version_id == version_id:
+        return previous
+    digest, source = _store_sha256(head), "Store"
+    if digest is None:
+        digest, source = _stream_sha256(client, location, version_id), "Streamed"
+    return _facts(digest=digest, size=size, etag=etag, version_id=version_id, source=source)
+
+
+def _prefix_facts(client: S3Client, location: S3Location, previous: ArtifactStatus | None) -> ArtifactStatus:
+    objects = [o for o in _list(client, location) if not o["Key"].endswith("/")]
+    if not objects:
+        raise ArtifactError(ArtifactReason.NOT_FOUND, f"{location} holds no objects")
+    combined_etag = hashlib.sha256("\n".join(f"{o['Key']} {o['ETag']}" for o in objects).encode()).hexdigest()
+    if previous and previous.digest and previous.etag == combined_etag:
+        return previous
+    lines = []
+    sources = set()
+    for o in objects:
+        file = S3Location(location.bucket, o["Key"])
+        head = _call(
+            client, file, lambda f=file: client.head_object(Bucket=f.bucket, Key=f.key, ChecksumMode="ENABLED")
+        )
+        digest = _store_sha256(head)
+        sources.add("Store" if digest else "Streamed")
+        digest = digest or _stream_sha256(client, file, head.get("VersionId"))
+        lines.append(f"{digest}  {o['Key'][len(location.key) :]}\n")
+    manifest = "".join(sorted(lines, key=lambda line: line.split("  ", 1)[1]))
+    return _facts(
+        digest=hashlib.sha256(manifest.encode()).hexdigest(),
+        size=sum(int(o["Size"]) for o in objects),
+        etag=combined_etag,
+        version_id=None,
+        source="Store" if sources == {"Store"} else "Streamed",
+        files=len(objects),
+    )
+
+
+def manifest_digest(files: dict[str, bytes]) -> str:
+    """The digest of a prefix artifact, from its files' contents (relative path → bytes)."""
+    lines = sorted(f"{hashlib.sha256(data).hexdigest()}  {rel}\n" for rel, data in files.items())
+    lines.sort(key=lambda line: line.split("  ", 1)[1])
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _facts(
+    *, digest: str, size: int, etag: str | None, version_id: str | None, source: str, files: int | None = None
+) -> ArtifactStatus:
+    return ArtifactStatus.model_validate(
+        {
+            "digest": f"sha256:{digest}",
+            "shortDigest": digest[:12],
+            "size": size,
+            "etag": etag,
+            "versionId": version_id,
+            "checksumSource": source,
+            "files": files,
+        }
+    )
+
+
+def _store_sha256(head: dict[str, Any]) -> str | None:
+    """The store's full-object SHA-256, hex; None when it has none (or only a composite one)."""
+    value = head.get("ChecksumSHA256")
+    if not value or "-" in value or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    try:
+        return base64.b64decode(value).hex()
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _stream_sha256(client: S3Client, location: S3Location, version_id: str | None) -> str:
+    def get() -> Any:
+        if version_id:
+            return client.get_object(Bucket=location.bucket, Key=location.key, VersionId=version_id)
+        return client.get_object(Bucket=location.bucket, Key=location.key)
+
+    body = _call(client, location, get)["Body"]
+    sha = hashlib.sha256()
+    try:
+        for chunk in iter(lambda: body.read(_CHUNK), b""):
+            sha.update(chunk)
+    except (BotoCoreError, OSError) as exc:
+        raise ArtifactError(ArtifactReason.STORAGE_UNAVAILABLE, f"reading {location} failed midway: {exc}") from exc
+    finally:
+        body.close()
+    return sha.hexdigest()
+
+
+def _list(client: S3Client, location: S3Location) -> Iterator[dict[str, Any]]:
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": location.bucket, "Prefix": location.key}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = _call(client, location, lambda kw=kwargs: client.list_objects_v2(**kw))
+        yield from page.get("Contents", [])
+        if not page.get("IsTruncated"):
+            return
+        token = page.get("NextContinuationToken")
+
+
+def _call(client: S3Client, location: S3Location, fn: Any) -> Any:
+    """Run one S3 call, turning its failures into an `ArtifactError` with a precise reason."""
+    try:
+        return fn()
+    except ClientError as exc:
+        raise _classify(client, location, exc) from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise ArtifactError(
+            ArtifactReason.STORAGE_MISCONFIGURED,
+            f"no S3 credentials for {location}: set spec.storage.credentialsSecret or give the operator credentials",
+        ) from exc
+    except (BotoCoreError, OSError) as exc:
+        raise ArtifactError(
+            ArtifactReason.STORAGE_UNAVAILABLE,
+            f"the store did not answer for {location} ({exc}); retrying with backoff",
+        ) from exc
+
+
+def _classify(client: S3Client, location: S3Location, exc: ClientError) -> ArtifactError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    if code in _NOT_FOUND or status == 404:
+        if code == "NoSuchBucket" or not _bucket_exists(client, location.bucket):
+            return ArtifactError(
+                ArtifactReason.NOT_FOUND, f"bucket {location.bucket!r} does not exist (for {location})"
+            )
+        return ArtifactError(
+            ArtifactReason.NOT_FOUND, f"{location} does not exist: upload it, or fix spec.artifact.uri"
+        )
+    if code in _DENIED or status == 403:
+        return ArtifactError(
+            ArtifactReason.ACCESS_DENIED,
+            f"access to {location} was denied ({code or status}): check the credentials and the bucket policy",
+        )
+    if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}:
+        return ArtifactError(ArtifactReason.STORAGE_UNAVAILABLE, f"the store failed for {location} ({code or status})")
+    return ArtifactError(ArtifactReason.INVALID, f"{location}: {code or status} {error.get('Message', '')}".strip())
+
+
+def _bucket_exists(client: S3Client, bucket: str) -> bool:
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) != 404
+    except (BotoCoreError, OSError):
+        return True
+    return True

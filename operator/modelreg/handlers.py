@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kubernetes.client import ApiClient
 
 from modelreg import kube, reconciling
 from modelreg.api import GROUP, VERSION
@@ -38,12 +37,21 @@ ModelKey = tuple[str, str]  # (namespace, model name)
 class Runtime:
     """What the handlers share, handed to Kopf as its `memo`."""
 
-    client: ApiClient
+    context: reconciling.Context
     namespace: str | None
     workers: int = 4
     resync_seconds: float = 60.0
     queue: WorkQueue[ModelKey] = field(default_factory=WorkQueue)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    failures: dict[ModelKey, int] = field(default_factory=dict)
+
+    def retry_later(self, key: ModelKey) -> float:
+        """Exponential backoff per model: 1s, 2s, 4s … capped at a minute."""
+        count = self.failures.get(key, 0)
+        self.failures[key] = count + 1
+        delay = float(min(60, 2**count))
+        asyncio.get_running_loop().call_later(delay, self.queue.add, key)
+        return delay
 
 
 @kopf.on.startup()
@@ -91,12 +99,15 @@ async def _worker(memo: Runtime, index: int) -> None:
     while True:
         key = await memo.queue.get()
         try:
-            writes = await asyncio.to_thread(reconciling.reconcile_model, memo.client, namespace=key[0], model=key[1])
-            if writes:
-                log.info("reconciled %s/%s with %d writes", *key, writes)
+            outcome = await asyncio.to_thread(reconciling.reconcile_model, memo.context, namespace=key[0], model=key[1])
+            if outcome.writes:
+                log.info("reconciled %s/%s with %d writes", *key, outcome.writes)
+            if outcome.retry:
+                log.info("%s/%s waits on a transient failure; retrying in %.0fs", *key, memo.retry_later(key))
+            else:
+                memo.failures.pop(key, None)
         except Exception:
-            log.exception("reconcile of %s/%s failed; retrying in 5s", *key)
-            asyncio.get_running_loop().call_later(5, memo.queue.add, key)
+            log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, memo.retry_later(key))
         finally:
             memo.queue.done(key)
 
@@ -106,7 +117,7 @@ async def _resync(memo: Runtime) -> None:
     while True:
         await asyncio.sleep(memo.resync_seconds)
         try:
-            keys = await asyncio.to_thread(kube.list_model_names, memo.client, namespace=memo.namespace)
+            keys = await asyncio.to_thread(kube.list_model_names, memo.context.client, namespace=memo.namespace)
         except Exception:
             log.exception("periodic resync could not list models")
             continue

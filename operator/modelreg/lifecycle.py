@@ -87,6 +87,7 @@ def plan(
 ) -> Plan:
     """Compute every status. `rollouts` is None when nothing is served (the
     switch to a new Production version is then immediate)."""
+    now = now.replace(microsecond=0)  # Kubernetes keeps times to the second
     ordered = sorted(versions, key=lambda v: v.name)
     by_name = {v.name: v for v in ordered}
     original = _incumbent(ordered)

@@ -11,7 +11,7 @@ import os
 
 import kopf
 
-from modelreg import handlers, kube
+from modelreg import handlers, kube, reconciling
 
 
 def run_operator(*, namespace: str | None, kubeconfig: str | None = None, liveness: str | None = None) -> None:
@@ -19,7 +19,7 @@ def run_operator(*, namespace: str | None, kubeconfig: str | None = None, livene
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # Kopf's own login reads it too
     client = kube.new_client(kubeconfig)
-    memo = handlers.Runtime(client=client, namespace=namespace)
+    memo = handlers.Runtime(context=reconciling.Context(client=client), namespace=namespace)
     asyncio.run(
         kopf.operator(
             standalone=True,  # one replica; no KopfPeering objects needed

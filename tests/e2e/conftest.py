@@ -24,6 +24,7 @@ import pytest
 
 from modelreg import artifacts
 from modelreg.devcluster import building, cluster, processes, s3server
+from modelreg.devcluster.demo import EXAMPLE_BUCKET
 from tests.conftest import unavailable, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,6 +146,15 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def example_artifacts(s3: S3) -> str:
+    """examples/artifacts uploaded to the bucket the example versions name."""
+    client = s3.client()
+    artifacts.ensure_bucket(client, EXAMPLE_BUCKET)
+    artifacts.upload_tree(client, root=REPO / "examples" / "artifacts", bucket=EXAMPLE_BUCKET)
+    return EXAMPLE_BUCKET
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ def _crd(
     status: type[BaseModel],
     description: str,
     columns: list[dict[str, Any]],
+    selectable: list[str] | None = None,
 ) -> dict[str, Any]:
     schema = {
         "type": "object",
@@ -61,6 +62,16 @@ def _crd(
     if short_names:
         names["shortNames"] = short_names
     names["categories"] = [CATEGORY]
+    version: dict[str, Any] = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": [*columns, _column("Age", ".metadata.creationTimestamp", type_="date")],
+    }
+    if selectable:
+        version["selectableFields"] = [{"jsonPath": p} for p in selectable]
+    version["schema"] = {"openAPIV3Schema": schema}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -69,16 +80,7 @@ def _crd(
             "group": GROUP,
             "scope": "Namespaced",
             "names": names,
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [*columns, _column("Age", ".metadata.creationTimestamp", type_="date")],
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
+            "versions": [version],
         },
     }
 
@@ -121,6 +123,8 @@ def custom_resource_definitions() -> dict[str, dict[str, Any]]:
                 _column("Phase", ".status.phase", priority=1),
                 _column("URI", ".spec.artifact.uri", priority=1),
             ],
+            # `kubectl get mv --field-selector spec.model=iris`, and the operator's own listing.
+            selectable=[".spec.model", ".spec.stage"],
         ),
     }
 
