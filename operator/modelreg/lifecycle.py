@@ -71,8 +71,9 @@ class _Work:
     artifact_transient: bool
     requested_at: datetime | None
     effective: Stage
-    reason: str = ""
-    message: str = ""
+    reason: str = ""  # why the effective stage changes, if it does
+    note: str = ""  # the same for a person: history and Events
+    message: str = ""  # why the version is held, waiting or stalled: conditions
     phase: str = "Ready"
     stalled: str | None = None
     waiting: str | None = None
@@ -102,15 +103,16 @@ def plan(
     # passing request only ever grows, so this ends, and planning on the result
     # again changes nothing.
     serving = original
-    for _ in range(len(ordered) + 1):
+    for _ in range(len(ordered) + 2):
         works = {v.name: _start(v, now) for v in ordered}
         for w in works.values():
             w.verdicts += _metric_verdicts(w, model.spec, serving)
-        winner = _resolve_production(works, serving)
+        winner = _resolve_production(works, serving, rollouts)
         production, rolling_out = _switch(works, serving, winner, rollouts)
-        if production is None or serving is None or production == serving.name:
+        decided = by_name[production] if production else None
+        if decided is serving:
             break
-        serving = by_name[production]
+        serving = decided
     for w in works.values():
         if w.v.name not in (production, rolling_out) and w.v.spec.stage is not Stage.PRODUCTION:
             _settle_lower_stage(w, was_production=original is not None and w.v.name == original.name)
@@ -154,8 +156,11 @@ def _incumbent(versions: Sequence[VersionInput]) -> VersionInput | None:
 
 def _metric_verdicts(w: _Work, spec: RegisteredModelSpec, serving: VersionInput | None) -> list[gates.Verdict]:
     thresholds = gates.check_thresholds(w.v.spec.metrics, spec.promotion.thresholds)
-    if serving is not None and serving.name == w.v.name:
+    rule = spec.promotion.compare_to_production
+    if rule is not None and serving is not None and serving.name == w.v.name and w.v.spec.stage is Stage.PRODUCTION:
         return [thresholds, gates.serving_itself()]
+    if serving is not None and serving.name == w.v.name:
+        serving = None  # leaving Production: there is nothing else to compare with
     return [
         thresholds,
         gates.check_against_production(
@@ -176,16 +181,22 @@ def _failed_gates(w: _Work) -> list[gates.Verdict]:
     return [verdict for verdict in w.verdicts if not verdict.passed]
 
 
-def _resolve_production(works: dict[str, _Work], incumbent: VersionInput | None) -> _Work | None:
-    """The version that should serve Production: the newest passing request."""
+def _resolve_production(
+    works: dict[str, _Work], incumbent: VersionInput | None, rollouts: Mapping[str, Rollout] | None
+) -> _Work | None:
+    """The version that should serve Production: the newest passing request
+    whose rollout has not failed."""
+    failed_now = {name: r.message for name, r in (rollouts or {}).items() if r.state is RolloutState.FAILED}
     candidates = []
     for w in works.values():
         if w.v.spec.stage is not Stage.PRODUCTION:
             continue
         if incumbent is not None and w.v.name == incumbent.name:
             candidates.append(w)  # already serving: gates were for entering, not for staying
-        elif _rollout_failed_before(w):
-            _hold(w, "RolloutFailed", _condition_message(w.v.status, ROLLED_OUT), stalled=True)
+        elif _rollout_failed_before(w) or failed_now.get(w.v.name) is not None:
+            message = failed_now.get(w.v.name) or _condition_message(w.v.status, ROLLED_OUT)
+            _hold(w, "RolloutFailed", message or "the rollout missed its progress deadline", stalled=True)
+            w.phase = "Failed"
         elif _gates_pass(w):
             candidates.append(w)
         else:
@@ -209,11 +220,6 @@ def _switch(
         return serving, None
     if winner.v.name != serving and rollouts is not None:
         rollout = rollouts.get(winner.v.name, Rollout(RolloutState.PROGRESSING, "waiting for the Deployment"))
-        if rollout.state is RolloutState.FAILED:
-            _hold(winner, "RolloutFailed", rollout.message or "the rollout missed its progress deadline", stalled=True)
-            winner.phase = "Failed"
-            _supersede_others(works, keep={serving} if serving else set())
-            return serving, None
         if rollout.state is RolloutState.PROGRESSING:
             winner.phase, winner.waiting = "Promoting", "RolloutInProgress"
             winner.message = rollout.message or "waiting for the new version's Deployment to become Available"
@@ -230,10 +236,15 @@ def _supersede_others(works: dict[str, _Work], *, keep: set[str]) -> None:
     for w in works.values():
         if w.v.name in keep or w.v.spec.stage is not Stage.PRODUCTION:
             continue
-        if w.stalled or w.phase == "Blocked" or (not _gates_pass(w) and w.effective is not Stage.PRODUCTION):
+        lost_its_place = w.effective is Stage.PRODUCTION
+        if not lost_its_place and (w.stalled or w.waiting or w.phase == "Blocked"):
             continue  # a failed request keeps its own reason
         w.effective, w.reason = Stage.ARCHIVED, "Superseded"
-        w.message = "a newer Production request won; set spec.stage to Archived to acknowledge"
+        w.note = "a newer Production request won; set spec.stage to Archived to acknowledge"
+        if lost_its_place and not _gates_pass(w):
+            _block(w)  # it would not get back in anyway: say why
+            continue
+        w.message = w.note
         w.phase, w.stalled = "Superseded", "Superseded"
 
 
@@ -251,7 +262,9 @@ def _enter(w: _Work, stage: Stage) -> None:
     if w.effective is stage:
         return
     previous, w.effective = w.effective, stage
-    if stage is Stage.PRODUCTION:
+    if w.v.status.stage is None:
+        w.reason, w.note = "Registered", f"registered in {stage.value}"
+    elif stage is Stage.PRODUCTION:
         rollback = any(t.stage is Stage.PRODUCTION for t in w.v.status.history)
         w.reason = "RolledBack" if rollback else "Promoted"
     elif stage is Stage.ARCHIVED:
@@ -260,7 +273,8 @@ def _enter(w: _Work, stage: Stage) -> None:
         w.reason = "Demoted"
     else:
         w.reason = "Promoted"
-    w.message = f"{previous.value} → {stage.value}"
+    if w.v.status.stage is not None:
+        w.note = f"{previous.value} → {stage.value}"
 
 
 def _rank(stage: Stage) -> int:
@@ -315,7 +329,7 @@ def _finish(
         out[name] = _version_status(w, at=at, now=now, rolling_out=rolling_out, events=events)
     model_status = None
     if model is not None:
-        model_status = _model_status(model, works, production=production, at=at, events=events)
+        model_status = _model_status(model, works, production=production, at=at, now=now, events=events)
     retry = any(w.artifact_transient and w.v.artifact is not None for w in works.values())
     return Plan(versions=out, model=model_status, events=events, production=production,
                 rolling_out=rolling_out, retry=retry)  # fmt: skip
@@ -361,7 +375,7 @@ def _version_status(
     history = list(old.history)
     if old.stage is not w.effective:
         reason = w.reason or ("Registered" if old.stage is None else "Changed")
-        message = w.message or f"registered in {w.effective.value}"
+        message = w.note or f"registered in {w.effective.value}"
         history = [*history, Transition(stage=w.effective, time=now.replace(microsecond=0), reason=reason,
                                         message=message)][-MAX_HISTORY:]  # fmt: skip
         events.append(Event("ModelVersion", w.v.name, reason, f"{w.v.spec.model} version {w.v.spec.version}: "
@@ -411,7 +425,13 @@ def _gate_events(w: _Work, old: ModelVersionStatus, cond: list[dict[str, object]
 
 
 def _model_status(
-    model: ModelInput, works: dict[str, _Work], *, production: str | None, at: str, events: list[Event]
+    model: ModelInput,
+    works: dict[str, _Work],
+    *,
+    production: str | None,
+    at: str,
+    now: datetime,
+    events: list[Event],
 ) -> RegisteredModelStatus:
     prev = [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in model.status.conditions]
     gen = model.generation
@@ -420,7 +440,7 @@ def _model_status(
     staging = [w for w in works.values() if w.effective is Stage.STAGING]
     staging_version = None
     if staging:
-        newest = max(staging, key=lambda w: (_ts(_entered_at(w)), version_key(w.v.spec.version)))
+        newest = max(staging, key=lambda w: (_ts(_entered_at(w, now)), version_key(w.v.spec.version)))
         staging_version = newest.v.spec.version
     requests = sorted(w.v.spec.version for w in works.values() if w.v.spec.stage is Stage.PRODUCTION)
     conflict = len(requests) > 1
@@ -461,7 +481,9 @@ def _model_status(
     )
 
 
-def _entered_at(w: _Work) -> datetime | None:
+def _entered_at(w: _Work, now: datetime) -> datetime | None:
+    if w.v.status.stage is not w.effective:
+        return now
     for t in reversed(w.v.status.history):
         if t.stage is w.effective:
             return t.time

@@ -1,0 +1,215 @@
+"""Scenarios of the lifecycle engine, one rule of DESIGN.md at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelreg import lifecycle
+from modelreg.api.common import Stage
+from modelreg.facts import Rollout, RolloutState
+from tests.unit.lifecycle_builders import (
+    EARLIER,
+    MISMATCH,
+    MISSING,
+    NOW,
+    UNAVAILABLE,
+    condition,
+    model,
+    replan,
+    stages,
+    version,
+)
+
+D, S, P, A = Stage.DEVELOPMENT, Stage.STAGING, Stage.PRODUCTION, Stage.ARCHIVED
+GATED = {"promotion": {"thresholds": [{"metric": "accuracy", "min": 0.8}],
+                       "compareToProduction": {"metric": "accuracy"}}}  # fmt: skip
+
+
+def test_a_new_version_is_registered_in_development_and_ready() -> None:
+    plan = lifecycle.plan(model(), [version("1")], now=NOW)
+    status = plan.versions["iris-1"]
+    assert status.stage is D
+    assert status.phase == "Ready"
+    assert condition(plan, "iris-1", "Ready") == ("True", "Ready")
+    assert condition(plan, "iris-1", "ArtifactVerified") == ("True", "Verified")
+    assert [(t.stage, t.reason) for t in status.history] == [(D, "Registered")]
+    assert status.observed_generation == 1
+    assert [e.reason for e in plan.events if e.kind == "ModelVersion"] == ["Registered"]
+
+
+def test_staging_needs_the_thresholds() -> None:
+    passing = lifecycle.plan(model(**GATED), [version("1", S, metrics={"accuracy": 0.9})], now=NOW)
+    assert stages(passing) == {"iris-1": S}
+    failing = lifecycle.plan(model(**GATED), [version("1", S, effective=D, metrics={"accuracy": 0.5})], now=NOW)
+    assert stages(failing) == {"iris-1": D}
+    assert failing.versions["iris-1"].phase == "Blocked"
+    assert condition(failing, "iris-1", "MetricThresholds") == ("False", "ThresholdNotMet")
+    assert condition(failing, "iris-1", "Stalled") == ("True", "ThresholdNotMet")
+    assert condition(failing, "iris-1", "Ready")[0] == "False"
+    warning = [e for e in failing.events if e.warning]
+    assert [e.reason for e in warning] == ["ThresholdNotMet"]
+    assert "0.5 is below the minimum 0.8" in warning[0].message
+
+
+def test_a_missing_metric_fails_its_threshold() -> None:
+    plan = lifecycle.plan(model(**GATED), [version("1", S, effective=D, metrics={})], now=NOW)
+    assert stages(plan) == {"iris-1": D}
+    assert "missing" in plan.versions["iris-1"].conditions[1].message
+
+
+def test_created_straight_in_production_as_from_git_on_an_empty_cluster() -> None:
+    plan = lifecycle.plan(model(), [version("1", P)], now=NOW)
+    assert stages(plan) == {"iris-1": P}
+    assert plan.production == "iris-1"
+    assert plan.versions["iris-1"].production_requested_at == NOW
+    assert plan.model is not None
+    assert plan.model.production_version == "1"
+
+
+def test_a_tie_goes_to_the_higher_version_numerically() -> None:
+    plan = lifecycle.plan(model(), [version("9", P), version("10", P)], now=NOW)
+    assert stages(plan) == {"iris-10": P, "iris-9": A}
+    assert plan.versions["iris-9"].phase == "Superseded"
+    assert condition(plan, "iris-9", "Stalled") == ("True", "Superseded")
+    assert plan.model is not None
+    cond = next(c for c in plan.model.conditions if c.type == "ConflictingProductionRequests")
+    assert cond.status == "True"
+    assert "10, 9" in cond.message
+
+
+def test_the_newest_request_wins() -> None:
+    serving = version("1", P, effective=P, requested_at=EARLIER)
+    plan = lifecycle.plan(model(), [serving, version("2", P, effective=S)], now=NOW)
+    assert stages(plan) == {"iris-1": A, "iris-2": P}
+    assert plan.versions["iris-1"].history[-1].reason == "Superseded"
+
+
+def test_the_newest_request_wins_even_with_a_lower_version() -> None:
+    serving = version("5", P, effective=P, requested_at=EARLIER)
+    plan = lifecycle.plan(model(), [serving, version("2", P, effective=S)], now=NOW)
+    assert stages(plan) == {"iris-5": A, "iris-2": P}
+
+
+@pytest.mark.parametrize("bad", [MISMATCH, MISSING, UNAVAILABLE], ids=["mismatch", "missing", "unavailable"])
+def test_a_failing_request_never_disturbs_the_serving_version(bad: object) -> None:
+    serving = version("1", P, effective=P, requested_at=EARLIER)
+    candidate = version("2", P, effective=S, artifact=bad)  # type: ignore[arg-type]
+    plan = lifecycle.plan(model(), [serving, candidate], now=NOW)
+    assert stages(plan) == {"iris-1": P, "iris-2": S}
+    assert plan.production == "iris-1"
+    assert not any(e.reason in ("Superseded", "Archived") for e in plan.events)
+
+
+def test_a_transient_storage_failure_waits_and_retries_instead_of_stalling() -> None:
+    plan = lifecycle.plan(model(), [version("2", S, effective=D, artifact=UNAVAILABLE)], now=NOW)
+    assert stages(plan) == {"iris-2": D}
+    assert plan.retry
+    assert plan.versions["iris-2"].phase == "Waiting"
+    assert condition(plan, "iris-2", "ArtifactVerified") == ("Unknown", "StorageUnavailable")
+    assert condition(plan, "iris-2", "Reconciling") == ("True", "StorageUnavailable")
+    assert condition(plan, "iris-2", "Stalled")[0] == "False"
+
+
+def test_checksum_mismatch_blocks_with_its_reason() -> None:
+    plan = lifecycle.plan(model(), [version("2", S, effective=D, artifact=MISMATCH)], now=NOW)
+    assert condition(plan, "iris-2", "ArtifactVerified") == ("False", "ChecksumMismatch")
+    assert condition(plan, "iris-2", "Stalled") == ("True", "ChecksumMismatch")
+    assert not plan.retry
+    assert plan.versions["iris-2"].artifact is None
+
+
+def test_compare_to_production_blocks_a_worse_candidate() -> None:
+    serving = version("1", P, effective=P, requested_at=EARLIER, metrics={"accuracy": 0.95})
+    worse = version("2", P, effective=S, metrics={"accuracy": 0.9})
+    plan = lifecycle.plan(model(**GATED), [serving, worse], now=NOW)
+    assert stages(plan) == {"iris-1": P, "iris-2": S}
+    assert condition(plan, "iris-2", "ComparedToProduction") == ("False", "WorseThanProduction")
+
+
+def test_compare_to_production_honours_direction_and_margin() -> None:
+    rule = {"promotion": {"compareToProduction": {"metric": "latency", "direction": "LowerIsBetter", "margin": 5}}}
+    serving = version("1", P, effective=P, requested_at=EARLIER, metrics={"latency": 100})
+    within = version("2", P, effective=S, metrics={"latency": 104})
+    assert stages(lifecycle.plan(model(**rule), [serving, within], now=NOW))["iris-2"] is P
+    beyond = version("2", P, effective=S, metrics={"latency": 106})
+    assert stages(lifecycle.plan(model(**rule), [serving, beyond], now=NOW))["iris-2"] is S
+
+
+def test_rollback_is_not_compared_and_says_so() -> None:
+    serving = version("2", P, effective=P, requested_at=EARLIER, metrics={"accuracy": 0.95})
+    old = version("1", P, effective=A, served_before=True, metrics={"accuracy": 0.85})
+    plan = lifecycle.plan(model(**GATED), [serving, old], now=NOW)
+    assert stages(plan) == {"iris-1": P, "iris-2": A}
+    assert plan.versions["iris-1"].history[-1].reason == "RolledBack"
+
+
+def test_demoting_the_serving_version_leaves_no_production() -> None:
+    plan = lifecycle.plan(model(), [version("1", A, effective=P, requested_at=EARLIER)], now=NOW)
+    assert stages(plan) == {"iris-1": A}
+    assert plan.production is None
+    assert plan.model is not None
+    assert plan.model.production_version is None
+
+
+def test_leaving_production_for_staging_needs_no_gates() -> None:
+    plan = lifecycle.plan(model(**GATED), [version("1", S, effective=P, metrics={"accuracy": 0.1})], now=NOW)
+    assert stages(plan) == {"iris-1": S}
+
+
+def test_an_unknown_model_holds_every_version() -> None:
+    plan = lifecycle.plan(None, [version("1", S, effective=D)], now=NOW)
+    assert stages(plan) == {"iris-1": D}
+    assert condition(plan, "iris-1", "Stalled") == ("True", "ModelNotFound")
+    assert plan.model is None
+
+
+def test_staging_version_is_the_newest_in_staging() -> None:
+    plan = lifecycle.plan(model(), [version("1", S, effective=S), version("2", S)], now=NOW)
+    assert plan.model is not None
+    assert plan.model.staging_version == "2"
+
+
+class TestRollouts:
+    def test_the_switch_waits_for_the_rollout(self) -> None:
+        serving = version("1", P, effective=P, requested_at=EARLIER)
+        plan = lifecycle.plan(model(), [serving, version("2", P, effective=S)], now=NOW, rollouts={})
+        assert stages(plan) == {"iris-1": P, "iris-2": S}
+        assert plan.rolling_out == "iris-2"
+        assert plan.versions["iris-2"].phase == "Promoting"
+        assert condition(plan, "iris-2", "Reconciling") == ("True", "RolloutInProgress")
+
+    def test_available_switches(self) -> None:
+        serving = version("1", P, effective=P, requested_at=EARLIER)
+        rollouts = {"iris-2": Rollout(RolloutState.AVAILABLE)}
+        plan = lifecycle.plan(model(), [serving, version("2", P, effective=S)], now=NOW, rollouts=rollouts)
+        assert stages(plan) == {"iris-1": A, "iris-2": P}
+        assert condition(plan, "iris-2", "RolledOut") == ("True", "Available")
+
+    def test_a_failed_rollout_keeps_the_old_version_and_stays_failed(self) -> None:
+        serving = version("1", P, effective=P, requested_at=EARLIER)
+        rollouts = {"iris-2": Rollout(RolloutState.FAILED, "progress deadline exceeded")}
+        versions = [serving, version("2", P, effective=S)]
+        plan = lifecycle.plan(model(), versions, now=NOW, rollouts=rollouts)
+        assert stages(plan) == {"iris-1": P, "iris-2": S}
+        assert condition(plan, "iris-2", "RolledOut") == ("False", "RolloutFailed")
+        assert plan.versions["iris-2"].phase == "Failed"
+        again = replan(plan, model(), versions, rollouts={})
+        assert stages(again) == {"iris-1": P, "iris-2": S}
+        assert again.rolling_out is None
+
+
+def test_history_is_bounded() -> None:
+    v = version("1", S, effective=D)
+    long = v.status.model_copy(update={"history": v.status.history * 30})
+    plan = lifecycle.plan(model(), [version("1", S, status=long)], now=NOW)
+    assert len(plan.versions["iris-1"].history) == 20
+    assert plan.versions["iris-1"].history[-1].stage is S
+
+
+def test_planning_again_on_the_result_changes_nothing() -> None:
+    versions = [version("1", P, effective=P, requested_at=EARLIER), version("2", P, effective=S), version("3", S)]
+    first = lifecycle.plan(model(**GATED), versions, now=NOW)
+    second = replan(first, model(**GATED), versions)
+    assert second.versions == first.versions
+    assert second.model == first.model
+    assert second.events == []
