@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", "-n", help="watch one namespace (default: all)")
     run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
     run.add_argument("--liveness", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every model this often")
     run.set_defaults(func=_run)
 
     gen = sub.add_parser("generate-crds", help="write crds/*.yaml from the API types")
@@ -56,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from modelreg.running import run_operator
 
-    run_operator(namespace=args.namespace, kubeconfig=args.kubeconfig, liveness=args.liveness)
+    run_operator(
+        namespace=args.namespace, kubeconfig=args.kubeconfig, liveness=args.liveness, resync=args.resync_seconds
+    )
     return 0
 
 

@@ -14,12 +14,17 @@ import kopf
 from modelreg import handlers, kube, reconciling
 
 
-def run_operator(*, namespace: str | None, kubeconfig: str | None = None, liveness: str | None = None) -> None:
+def run_operator(
+    *, namespace: str | None, kubeconfig: str | None = None, liveness: str | None = None, resync: float = 60.0
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Kopf says "succeeded" for every event handled, and aiohttp logs every probe.
+    for noisy in ("kopf.objects", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # Kopf's own login reads it too
     client = kube.new_client(kubeconfig)
-    memo = handlers.Runtime(context=reconciling.Context(client=client), namespace=namespace)
+    memo = handlers.Runtime(context=reconciling.Context(client=client), namespace=namespace, resync_seconds=resync)
     asyncio.run(
         kopf.operator(
             standalone=True,  # one replica; no KopfPeering objects needed

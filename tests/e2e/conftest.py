@@ -8,12 +8,12 @@ current kubeconfig context; `kind` uses pytest-kind (needs Docker).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -175,10 +175,39 @@ def namespace(kube: Cluster) -> Iterator[str]:
 
 @dataclass
 class Operator:
-    process: processes.Process
+    """The operator as a subprocess; tests may restart it."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    process: processes.Process | None = None
+
+    def start(self) -> None:
+        self.process = processes.start("operator", self.argv, log=self.log_path, env=self.env, tie_to_parent=True)
+        wait_for(self._healthy, timeout=60, what="the operator's liveness endpoint")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            processes.stop(self.process)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
     def log(self) -> str:
-        return Path(self.process.log).read_text(errors="replace")
+        return self.log_path.read_text(errors="replace")
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if not self.process.alive():
+            pytest.fail(f"the operator exited at start:\n{processes.tail(self.log_path, 60)}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
 
 
 @pytest.fixture
@@ -188,26 +217,15 @@ def operator(
     """The operator as a subprocess, watching only this test's namespace."""
     port = processes.free_port()
     env = os.environ | s3.env() | {"KUBECONFIG": kube.kubeconfig, "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace,
+    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace, "--resync-seconds", "3",
             "--liveness", f"http://127.0.0.1:{port}/healthz"]  # fmt: skip
-    proc = processes.start("operator", argv, log=tmp_path / "operator.log", env=env, tie_to_parent=True)
-    op = Operator(process=proc)
-
-    def healthy() -> bool:
-        if not proc.alive():
-            pytest.fail(f"the operator exited at start:\n{processes.tail(proc.log)}")
-        with contextlib.suppress(OSError):
-            import urllib.request
-
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-                return bool(resp.status == 200)
-        return False
-
-    wait_for(healthy, timeout=60, what="the operator's liveness endpoint")
+    op = Operator(argv=argv, env=env, log_path=tmp_path / "operator.log", port=port)
+    op.start()
     yield op
-    processes.stop(proc)
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        print(f"\n--- operator log ({namespace}) ---\n{processes.tail(proc.log, 80)}")
+    op.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"\n--- operator log ({namespace}) ---\n{processes.tail(op.log_path, 80)}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -1,0 +1,118 @@
+"""Helpers for e2e tests of the registry: manifests, S3 objects and status reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from tests.conftest import wait_for
+from tests.e2e.conftest import S3, Cluster
+
+BUCKET = "modelreg-e2e"
+
+
+def model_manifest(name: str, **spec: Any) -> str:
+    return json.dumps({"apiVersion": "modelreg.dev/v1alpha1", "kind": "RegisteredModel",
+                       "metadata": {"name": name}, "spec": spec})  # fmt: skip
+
+
+def version_manifest(
+    name: str,
+    *,
+    model: str,
+    version: str,
+    uri: str,
+    sha256: str | None = None,
+    stage: str = "Development",
+    metrics: dict[str, float] | None = None,
+) -> str:
+    artifact: dict[str, Any] = {"uri": uri}
+    if sha256:
+        artifact["sha256"] = sha256
+    spec = {"model": model, "version": version, "stage": stage, "artifact": artifact,
+            "metrics": metrics or {"accuracy": 0.9}}  # fmt: skip
+    return json.dumps({"apiVersion": "modelreg.dev/v1alpha1", "kind": "ModelVersion",
+                       "metadata": {"name": name}, "spec": spec})  # fmt: skip
+
+
+@dataclass
+class Artifact:
+    uri: str
+    sha256: str
+
+
+def upload(s3: S3, *, data: bytes | None = None, store_checksum: bool = True) -> Artifact:
+    """A fresh object with unique content; with `store_checksum` the store keeps its SHA-256."""
+    data = data if data is not None else f"model weights {uuid.uuid4()}".encode()
+    client = s3.client()
+    from modelreg import artifacts
+
+    artifacts.ensure_bucket(client, BUCKET)
+    key = f"models/{uuid.uuid4().hex}/model.bin"
+    extra = {"ChecksumAlgorithm": "SHA256"} if store_checksum else {}
+    client.put_object(Bucket=BUCKET, Key=key, Body=data, **extra)
+    return Artifact(uri=f"s3://{BUCKET}/{key}", sha256=hashlib.sha256(data).hexdigest())
+
+
+def apply(kube: Cluster, namespace: str, manifest: str) -> None:
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+
+
+def set_stage(kube: Cluster, namespace: str, name: str, stage: str) -> None:
+    patch = json.dumps({"spec": {"stage": stage}})
+    kube.kubectl("patch", "-n", namespace, "modelversion", name, "--type=merge", "-p", patch)
+
+
+def status(kube: Cluster, namespace: str, name: str, kind: str = "modelversion") -> dict[str, Any]:
+    return dict(kube.get_json("-n", namespace, f"{kind}/{name}").get("status") or {})
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_stage(kube: Cluster, namespace: str, name: str, stage: str, *, timeout: float = 60) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        st = status(kube, namespace, name)
+        return st if st.get("stage") == stage else None
+
+    return wait_for(probe, timeout=timeout, what=f"{name} to reach effective stage {stage}")
+
+
+def wait_condition(
+    kube: Cluster, namespace: str, name: str, type_: str, *, status_: str, reason: str | None = None,
+    timeout: float = 60, kind: str = "modelversion",
+) -> dict[str, Any]:  # fmt: skip
+    def probe() -> dict[str, Any] | None:
+        st = status(kube, namespace, name, kind)
+        c = condition(st, type_)
+        if c.get("status") == status_ and (reason is None or c.get("reason") == reason):
+            return st
+        return None
+
+    return wait_for(probe, timeout=timeout, what=f"{kind}/{name} condition {type_}={status_} ({reason})")
+
+
+def events(kube: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    items = kube.get_json("-n", namespace, "events", "--field-selector", f"involvedObject.name={name}")["items"]
+    return list(items)
+
+
+def operator_writes(audit_log: str, namespace: str) -> list[dict[str, Any]]:
+    """Write requests in `namespace` made by anything but kubectl (i.e. the operator)."""
+    writes = []
+    with open(audit_log) as f:
+        for line in f:
+            entry = json.loads(line)
+            ref = entry.get("objectRef") or {}
+            if (
+                entry.get("stage") == "ResponseComplete"
+                and entry.get("verb") in ("create", "update", "patch", "delete", "deletecollection")
+                and ref.get("namespace") == namespace
+                and not str(entry.get("userAgent", "")).startswith("kubectl")
+            ):
+                writes.append(entry)
+    return writes

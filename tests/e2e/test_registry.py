@@ -1,0 +1,207 @@
+"""The registry core end to end: verification, gates, stage changes, conflicts,
+storage outages and the zero-write steady state, all through real kubectl."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.e2e.conftest import S3, Cluster, Operator
+from tests.e2e.registry import (
+    BUCKET,
+    apply,
+    condition,
+    events,
+    model_manifest,
+    operator_writes,
+    set_stage,
+    status,
+    upload,
+    version_manifest,
+    wait_condition,
+    wait_stage,
+)
+
+GATES = {"promotion": {"thresholds": [{"metric": "accuracy", "min": 0.8}],
+                       "compareToProduction": {"metric": "accuracy"}}}  # fmt: skip
+
+
+def test_register_verify_stage_and_promote(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    art = upload(s3)
+    apply(kube, namespace, model_manifest("fraud", **GATES))
+    apply(kube, namespace, version_manifest("fraud-1", model="fraud", version="1", uri=art.uri, sha256=art.sha256))
+    kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=60s", "modelversion/fraud-1")
+    st = status(kube, namespace, "fraud-1")
+    assert st["stage"] == "Development"
+    assert st["artifact"]["digest"] == f"sha256:{art.sha256}"
+    assert st["artifact"]["checksumSource"] == "Store"
+    assert condition(st, "ArtifactVerified")["status"] == "True"
+
+    set_stage(kube, namespace, "fraud-1", "Staging")
+    wait_stage(kube, namespace, "fraud-1", "Staging")
+    set_stage(kube, namespace, "fraud-1", "Production")
+    st = wait_stage(kube, namespace, "fraud-1", "Production")
+    assert [h["stage"] for h in st["history"]] == ["Development", "Staging", "Production"]
+    assert st["observedGeneration"] == 3
+    kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=30s", "registeredmodel/fraud")
+    model = status(kube, namespace, "fraud", "registeredmodel")
+    assert model["productionVersion"] == "1"
+    assert model["versionCount"] == 1
+    reasons = [e["reason"] for e in events(kube, namespace, "fraud-1")]
+    assert {"Registered", "Promoted"} <= set(reasons)
+    table = kube.kubectl("get", "mv", "-n", namespace)
+    assert "Production" in table
+    assert art.sha256[:12] in table
+
+
+def test_streamed_hash_when_the_store_has_no_checksum(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    art = upload(s3, store_checksum=False)
+    apply(kube, namespace, model_manifest("m"))
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=art.sha256))
+    st = wait_condition(kube, namespace, "m-1", "Ready", status_="True")
+    assert st["artifact"]["checksumSource"] == "Streamed"
+    assert st["artifact"]["digest"] == f"sha256:{art.sha256}"
+
+
+def test_checksum_mismatch_blocks_promotion(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    art = upload(s3)
+    apply(kube, namespace, model_manifest("m"))
+    wrong = "0" * 64
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=wrong, stage="Staging"))
+    st = wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="False", reason="ChecksumMismatch")
+    assert st["stage"] == "Development"
+    assert condition(st, "Stalled")["status"] == "True"
+    assert condition(st, "Ready")["status"] == "False"
+    assert art.sha256 in condition(st, "ArtifactVerified")["message"]
+    wait_for(lambda: "ChecksumMismatch" in [e["reason"] for e in events(kube, namespace, "m-1")],
+             timeout=20, what="a ChecksumMismatch event")  # fmt: skip
+
+
+def test_a_missing_object_is_reported(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    upload(s3)  # makes sure the bucket exists
+    apply(kube, namespace, model_manifest("m"))
+    uri = f"s3://{BUCKET}/nothing/here.bin"
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=uri, stage="Staging"))
+    st = wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="False", reason="ArtifactNotFound")
+    assert "does not exist" in condition(st, "ArtifactVerified")["message"]
+    assert st["stage"] == "Development"
+    missing_bucket = "s3://no-such-bucket-e2e/model.bin"
+    apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=missing_bucket))
+    st = wait_condition(kube, namespace, "m-2", "ArtifactVerified", status_="False", reason="ArtifactNotFound")
+    assert "bucket 'no-such-bucket-e2e' does not exist" in condition(st, "ArtifactVerified")["message"]
+
+
+def test_threshold_gate_blocks_staging(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    art = upload(s3)
+    apply(kube, namespace, model_manifest("m", **GATES))
+    manifest = version_manifest("m-1", model="m", version="1", uri=art.uri, stage="Staging", metrics={"accuracy": 0.5})
+    apply(kube, namespace, manifest)
+    st = wait_condition(kube, namespace, "m-1", "MetricThresholds", status_="False", reason="ThresholdNotMet")
+    assert st["stage"] == "Development"
+    assert "below the minimum 0.8" in condition(st, "Stalled")["message"]
+
+
+def test_two_production_requests_one_winner(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    a, b = upload(s3), upload(s3)
+    apply(kube, namespace, model_manifest("m"))
+    both = "\n---\n".join(
+        [
+            version_manifest("m-1", model="m", version="1", uri=a.uri, stage="Production"),
+            version_manifest("m-2", model="m", version="2", uri=b.uri, stage="Production"),
+        ]
+    )
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=both)
+    st2 = wait_stage(kube, namespace, "m-2", "Production")
+    st1 = wait_stage(kube, namespace, "m-1", "Archived")
+    assert condition(st1, "Stalled")["reason"] == "Superseded"
+    assert st1["phase"] == "Superseded"
+    assert st2["phase"] == "Ready"
+    model = wait_condition(kube, namespace, "m", "ConflictingProductionRequests", status_="True",
+                           kind="registeredmodel")  # fmt: skip
+    assert model["productionVersion"] == "2"
+    # The newest request wins: asking again for 1 moves Production back to it.
+    set_stage(kube, namespace, "m-1", "Archived")
+    set_stage(kube, namespace, "m-1", "Production")
+    wait_stage(kube, namespace, "m-1", "Production")
+    wait_stage(kube, namespace, "m-2", "Archived")
+    spec_2 = kube.get_json("-n", namespace, "modelversion/m-2")["spec"]
+    assert spec_2["stage"] == "Production", "the operator must never write a user's spec"
+
+
+def test_storage_outage_changes_nothing_and_recovers(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    serving, candidate = upload(s3), upload(s3)
+    apply(kube, namespace, model_manifest("m"))
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=serving.uri, stage="Production"))
+    wait_stage(kube, namespace, "m-1", "Production")
+    apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=candidate.uri))
+    wait_condition(kube, namespace, "m-2", "Ready", status_="True")
+
+    s3.stop()
+    try:
+        set_stage(kube, namespace, "m-2", "Staging")
+        st = wait_condition(kube, namespace, "m-2", "ArtifactVerified", status_="Unknown", reason="StorageUnavailable")
+        assert st["stage"] == "Development"
+        assert condition(st, "Reconciling")["status"] == "True"
+        assert condition(st, "Stalled")["status"] == "False"
+        set_stage(kube, namespace, "m-2", "Production")
+        wait_condition(kube, namespace, "m-2", "ArtifactVerified", status_="Unknown", reason="StorageUnavailable")
+        assert status(kube, namespace, "m-1")["stage"] == "Production"
+        assert status(kube, namespace, "m-2")["stage"] == "Development"
+    finally:
+        s3.start()
+    wait_stage(kube, namespace, "m-2", "Production", timeout=90)
+    wait_stage(kube, namespace, "m-1", "Archived")
+
+
+def test_steady_state_makes_no_writes_and_restart_redoes_nothing(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    if kube.audit_log is None:
+        pytest.skip("only the local dev cluster has an audit log to count writes")
+    art = upload(s3, store_checksum=False)
+    apply(kube, namespace, model_manifest("m"))
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, stage="Production"))
+    first = wait_condition(kube, namespace, "m-1", "Ready", status_="True")
+    kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=30s", "registeredmodel/m")
+
+    def settled() -> int | None:
+        before = len(operator_writes(kube.audit_log or "", namespace))
+        time.sleep(2.5)  # longer than the audit log's batch wait
+        return before if len(operator_writes(kube.audit_log or "", namespace)) == before else None
+
+    baseline = wait_for(settled, timeout=30, what="the operator's writes to stop")
+    # A metadata-only change to the model triggers a reconcile; two resync periods pass too.
+    kube.kubectl("annotate", "-n", namespace, "registeredmodel/m", "example.com/touched=yes")
+    time.sleep(7)
+    assert len(operator_writes(kube.audit_log, namespace)) == baseline, "a no-op reconcile wrote to the API"
+
+    operator.restart()
+    time.sleep(7)
+    after = status(kube, namespace, "m-1")
+    assert after["artifact"]["verifiedAt"] == first["artifact"]["verifiedAt"], "verification was redone"
+    assert len(operator_writes(kube.audit_log, namespace)) == baseline, "a restart wrote to the API"
+
+
+def test_kopf_leaves_no_trace_on_user_objects(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    art = upload(s3)
+    apply(kube, namespace, model_manifest("m"))
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri))
+    wait_condition(kube, namespace, "m-1", "Ready", status_="True")
+    for ref in ("modelversion/m-1", "registeredmodel/m"):
+        meta = kube.get_json("-n", namespace, ref, "--show-managed-fields")["metadata"]
+        annotations = meta.get("annotations", {})
+        assert not [k for k in annotations if "kopf" in k], annotations
+        assert not meta.get("finalizers")
+        managers = {m["manager"]: m.get("subresource", "") for m in meta["managedFields"]}
+        assert managers.get("modelreg") == "status"
+
+
+def test_examples_apply_cleanly(kube: Cluster, crds: Path, namespace: str) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    out = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(repo / "examples"))
+    assert "iris-1" in out
