@@ -1,0 +1,71 @@
+"""A throwaway environment for benchmarks: dev cluster, S3 server, CRDs and
+the operator, all torn down when the `with` block ends."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelreg import artifacts, kube
+from modelreg.api.crds import write_crds
+from modelreg.devcluster import building, cluster, processes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Environment:
+    state: cluster.ClusterState
+    bins: building.Binaries
+    namespace: str
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        out = subprocess.run(
+            [str(self.bins.kubectl), f"--kubeconfig={self.state.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr}")
+        return out.stdout
+
+    def s3(self) -> object:
+        c = self.state.s3
+        return artifacts.new_s3_client(endpoint=c.endpoint, region=c.region, access_key=c.access_key,
+                                       secret_key=c.secret_key)  # fmt: skip
+
+    def api(self) -> object:
+        return kube.new_client(self.state.kubeconfig)
+
+
+@contextlib.contextmanager
+def environment(namespace: str = "bench") -> Iterator[Environment]:
+    bins = building.ensure_binaries()
+    with tempfile.TemporaryDirectory(prefix="modelreg-bench-") as tmp:
+        state = cluster.up(Path(tmp) / "cluster", bins=bins, tie_to_parent=True)
+        try:
+            env = Environment(state=state, bins=bins, namespace=namespace)
+            crds = Path(tmp) / "crds"
+            write_crds(crds)
+            env.kubectl("apply", "--server-side", "-f", str(crds))
+            env.kubectl("wait", "--for=condition=Established", "-f", str(crds))
+            env.kubectl("create", "namespace", namespace)
+            operator_env = os.environ | state.env()
+            argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace]
+            proc = processes.start("operator", argv, log=Path(tmp) / "operator.log", env=operator_env,
+                                   tie_to_parent=True)  # fmt: skip
+            time.sleep(0.5)
+            if not proc.alive():
+                raise RuntimeError(processes.tail(proc.log))
+            try:
+                yield env
+            finally:
+                processes.stop(proc)
+        finally:
+            cluster.down(Path(tmp) / "cluster")

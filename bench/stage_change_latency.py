@@ -1,0 +1,72 @@
+"""How long from `kubectl apply` of a stage change to the status showing the
+new effective stage? Median over 20 changes (Development ⇄ Staging), each with
+real artifact verification (one HEAD, digest cached) on the local control plane.
+
+Run: make bench   (or .venv/bin/python bench/stage_change_latency.py)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kubernetes.client import CustomObjectsApi
+
+from bench.environment import environment
+from modelreg import artifacts
+
+CHANGES = 20
+
+
+def manifest(stage: str, sha: str) -> str:
+    return json.dumps({
+        "apiVersion": "modelreg.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": "bench-1"},
+        "spec": {"model": "bench", "version": "1", "stage": stage, "metrics": {"accuracy": 0.9},
+                 "artifact": {"uri": "s3://modelreg-bench/model.bin", "sha256": sha}},
+    })  # fmt: skip
+
+
+def main() -> None:
+    with environment() as env:
+        s3 = env.s3()
+        data = b"benchmark model" * 1000
+        artifacts.ensure_bucket(s3, "modelreg-bench")  # type: ignore[arg-type]
+        s3.put_object(Bucket="modelreg-bench", Key="model.bin", Body=data, ChecksumAlgorithm="SHA256")  # type: ignore[attr-defined]
+        sha = hashlib.sha256(data).hexdigest()
+        model = {"apiVersion": "modelreg.dev/v1alpha1", "kind": "RegisteredModel", "metadata": {"name": "bench"},
+                 "spec": {}}  # fmt: skip
+        env.kubectl("apply", "-n", env.namespace, "-f", "-", input=json.dumps(model))
+        api = CustomObjectsApi(env.api())
+
+        def effective() -> str | None:
+            obj = api.get_namespaced_custom_object(
+                "modelreg.dev", "v1alpha1", env.namespace, "modelversions", "bench-1"
+            )
+            return (obj.get("status") or {}).get("stage")
+
+        def change(stage: str) -> float:
+            started = time.perf_counter()
+            env.kubectl("apply", "-n", env.namespace, "-f", "-", input=manifest(stage, sha))
+            deadline = started + 60
+            while effective() != stage:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"stage {stage} never showed")
+                time.sleep(0.005)
+            return time.perf_counter() - started
+
+        change("Development")  # registration and first verification, not measured
+        samples = [change("Staging" if i % 2 == 0 else "Development") for i in range(CHANGES)]
+        ms = sorted(s * 1000 for s in samples)
+        print(f"stage change → effective stage in status, {CHANGES} changes (ms):")
+        print(f"  median {statistics.median(ms):.0f}   p90 {ms[int(0.9 * len(ms)) - 1]:.0f}"
+              f"   min {ms[0]:.0f}   max {ms[-1]:.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
