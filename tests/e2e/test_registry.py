@@ -205,3 +205,30 @@ def test_examples_apply_cleanly(kube: Cluster, crds: Path, namespace: str) -> No
     repo = Path(__file__).resolve().parents[2]
     out = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(repo / "examples"))
     assert "iris-1" in out
+
+
+def test_credentials_come_from_the_models_secret(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    art = upload(s3)
+    storage = {"endpoint": s3.config.endpoint, "region": s3.config.region, "credentialsSecret": {"name": "s3-creds"}}
+    apply(kube, namespace, model_manifest("m", storage=storage))
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri))
+    st = wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="False", reason="StorageMisconfigured")
+    assert "Secret 's3-creds'" in condition(st, "ArtifactVerified")["message"]
+
+    def secret(key: str) -> None:
+        manifest = kube.kubectl("create", "secret", "generic", "s3-creds", "-n", namespace, "--dry-run=client",
+                                "-o", "json", f"--from-literal=AWS_ACCESS_KEY_ID={s3.config.access_key}",
+                                f"--from-literal=AWS_SECRET_ACCESS_KEY={key}")  # fmt: skip
+        apply(kube, namespace, manifest)
+
+    secret("not-the-secret")
+    wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="False", reason="AccessDenied")
+    secret(s3.config.secret_key)
+    wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="True", reason="Verified")
+
+
+def test_kubectl_explain_reads_the_descriptions(kube: Cluster, crds: Path) -> None:
+    out = kube.kubectl("explain", "modelversion.spec.artifact")
+    assert "The trained model's files" in out
+    assert "sha256" in out
+    assert "Expected SHA-256" in out
