@@ -228,7 +228,12 @@ def test_credentials_come_from_the_models_secret(kube: Cluster, s3: S3, namespac
 
 
 def test_kubectl_explain_reads_the_descriptions(kube: Cluster, crds: Path) -> None:
-    out = kube.kubectl("explain", "modelversion.spec.artifact")
+    # The API server publishes a new CRD's OpenAPI a moment after it is Established.
+    def explained() -> str | None:
+        run = kube.run("explain", "modelversion.spec.artifact")
+        return run.stdout if run.returncode == 0 else None
+
+    out = wait_for(explained, timeout=30, what="kubectl explain to know ModelVersion")
     assert "The trained model's files" in out
     assert "sha256" in out
     assert "Expected SHA-256" in out
