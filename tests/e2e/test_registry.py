@@ -126,6 +126,8 @@ def test_two_production_requests_one_winner(kube: Cluster, s3: S3, namespace: st
     assert model["productionVersion"] == "2"
     # The newest request wins: asking again for 1 moves Production back to it.
     set_stage(kube, namespace, "m-1", "Archived")
+    # A request counts from when the operator first sees it, so let it see the Archived step.
+    wait_condition(kube, namespace, "m-1", "Ready", status_="True")
     set_stage(kube, namespace, "m-1", "Production")
     wait_stage(kube, namespace, "m-1", "Production")
     wait_stage(kube, namespace, "m-2", "Archived")

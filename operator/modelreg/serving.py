@@ -1,0 +1,224 @@
+"""Render the objects that serve a model: one Deployment per deployed version
+and the `<model>` / `<model>-staging` Services. Pure: dicts in, dicts out.
+
+Called by `reconciling` with the lifecycle plan's decisions. Only the fields of
+`RegisteredModel.spec.serving` reach the Pod spec; everything else is fixed
+here, with a restricted security context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from modelreg.api.common import API_VERSION, Stage
+from modelreg.api.modelversion import KIND as VERSION_KIND
+from modelreg.api.registeredmodel import KIND as MODEL_KIND
+from modelreg.api.registeredmodel import Serving
+
+Obj = dict[str, Any]
+
+MODEL_LABEL = "modelreg.dev/model"
+VERSION_LABEL = "modelreg.dev/version"
+STAGE_LABEL = "modelreg.dev/stage"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelreg"}
+MODELS_DIR = "/models"
+ARTIFACT_PATH = f"{MODELS_DIR}/artifact"
+DEFAULT_OPERATOR_IMAGE = "ghcr.io/modelreg/modelreg:0.1.0"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN_PART = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def deployment_name(model: str, version: str) -> str:
+    """`<model>-<version>` when that is a valid name; otherwise a sanitized form
+    with a short hash of the version, so distinct versions never share a name."""
+    plain = f"{model}-{version}"
+    if _SUBDOMAIN_PART.match(version) and len(plain) <= 63:
+        return plain
+    digest = hashlib.sha256(version.encode()).hexdigest()[:8]
+    safe = re.sub(r"[^a-z0-9-]+", "-", version.lower()).strip("-") or "v"
+    room = 63 - len(model) - len(digest) - 2
+    safe = safe[: max(room, 1)].strip("-") or "v"
+    return f"{model}-{safe}-{digest}"[:63].rstrip("-")
+
+
+def version_label(version: str) -> str:
+    """A label value for the version (label values allow fewer characters than versions)."""
+    if _LABEL_VALUE.match(version) and len(version) <= 63:
+        return version
+    digest = hashlib.sha256(version.encode()).hexdigest()[:8]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", version).strip("_.-")[:50] or "v"
+    return f"{safe}_{digest}"
+
+
+def service_names(model: str) -> tuple[str, str]:
+    return model, f"{model}-staging"
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """What rendering needs to know about one version."""
+
+    name: str  # the ModelVersion object's name
+    uid: str
+    version: str
+    uri: str
+    digest: str  # sha256 hex the init container re-verifies
+
+
+@dataclass(frozen=True)
+class StorageEnv:
+    """How the init container reaches the store."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    secret_name: str | None = None
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+
+
+def render_deployment(
+    *,
+    model: str,
+    serving: Serving,
+    version: VersionRef,
+    stage: Stage,
+    replicas: int | None,
+    storage: StorageEnv,
+    operator_image: str = DEFAULT_OPERATOR_IMAGE,
+) -> Obj:
+    """The Deployment of one version. `replicas` None leaves the count to an autoscaler."""
+    selector = {MODEL_LABEL: model, VERSION_LABEL: version_label(version.version)}
+    spec: Obj = {
+        "selector": {"matchLabels": selector},
+        "progressDeadlineSeconds": serving.progress_deadline_seconds,
+        "revisionHistoryLimit": 2,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            "metadata": {"labels": selector | MANAGED_BY},
+            "spec": _pod_spec(serving=serving, version=version, storage=storage, operator_image=operator_image),
+        },
+    }
+    if replicas is not None:
+        spec = {"replicas": replicas, **spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(model, version.version),
+            # The stage lives on the Deployment, not the Pod template: a stage change
+            # must not restart Pods.
+            "labels": selector | MANAGED_BY | {STAGE_LABEL: stage.value},
+            "ownerReferences": [_owner(VERSION_KIND, version.name, version.uid)],
+        },
+        "spec": spec,
+    }
+
+
+def render_service(*, model: str, model_uid: str, serving: Serving, staging: bool, version: str | None) -> Obj:
+    """`<model>` (Production) or `<model>-staging`. With no version, it selects no Pod."""
+    name = service_names(model)[1 if staging else 0]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "labels": {MODEL_LABEL: model, STAGE_LABEL: "Staging" if staging else "Production"} | MANAGED_BY,
+            "ownerReferences": [_owner(MODEL_KIND, model, model_uid)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            # An empty version label value matches no Pod: an endpoint with nothing behind
+            # it is honest, one pointing at the wrong version is not.
+            "selector": {MODEL_LABEL: model, VERSION_LABEL: version_label(version) if version else ""},
+            "ports": [{"name": "http", "port": 80, "targetPort": serving.port, "protocol": "TCP"}],
+        },
+    }
+
+
+def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, operator_image: str) -> Obj:
+    volume_mount = [{"name": "model", "mountPath": MODELS_DIR}]
+    container: Obj = {
+        "name": "server",
+        "image": serving.image,
+        "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
+        "env": [{"name": "MODEL_PATH", "value": ARTIFACT_PATH}]
+        + [{"name": e.name, "value": e.value} for e in serving.env],
+        "volumeMounts": [{**volume_mount[0], "readOnly": True}],
+        "securityContext": _restricted(),
+    }
+    if serving.args:
+        container["args"] = list(serving.args)
+    resources = {k: v for k, v in (("requests", serving.resources.requests), ("limits", serving.resources.limits)) if v}
+    if resources:
+        container["resources"] = resources
+    if serving.readiness_probe:
+        probe = serving.readiness_probe
+        container["readinessProbe"] = {
+            "httpGet": {"path": probe.path, "port": serving.port},
+            "initialDelaySeconds": probe.initial_delay_seconds,
+            "periodSeconds": probe.period_seconds,
+            "failureThreshold": probe.failure_threshold,
+        }
+    fetch: Obj = {
+        "name": "fetch-artifact",
+        "image": operator_image,
+        "args": ["fetch-artifact", "--uri", version.uri, "--sha256", version.digest, "--dest", ARTIFACT_PATH],
+        "env": _storage_env(storage),
+        "volumeMounts": volume_mount,
+        "securityContext": _restricted(),
+    }
+    return {
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },  # fmt: skip
+        "initContainers": [fetch],
+        "containers": [container],
+        "volumes": [{"name": "model", "emptyDir": {}}],
+    }
+
+
+def _storage_env(storage: StorageEnv) -> list[Obj]:
+    env: list[Obj] = []
+    if storage.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": storage.endpoint})
+    if storage.region:
+        env.append({"name": "AWS_REGION", "value": storage.region})
+    if storage.secret_name:
+        for var, key in (("AWS_ACCESS_KEY_ID", storage.access_key_id_key),
+                         ("AWS_SECRET_ACCESS_KEY", storage.secret_access_key_key)):  # fmt: skip
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": storage.secret_name, "key": key}}})
+    return env
+
+
+def _restricted() -> Obj:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _owner(kind: str, name: str, uid: str) -> Obj:
+    return {"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid, "controller": True,
+            "blockOwnerDeletion": True}  # fmt: skip
+
+
+def replicas_for(stage: Stage, serving: Serving, *, rolling_out: bool) -> int:
+    """Production (and a version rolling out to it) runs `replicas`; Staging
+    `stagingReplicas`; anything else is kept scaled to zero."""
+    if stage is Stage.PRODUCTION or rolling_out:
+        return serving.replicas
+    if stage is Stage.STAGING:
+        return serving.staging_replicas
+    return 0
