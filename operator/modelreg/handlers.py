@@ -95,6 +95,20 @@ def on_version_event(memo: Runtime, spec: kopf.Spec, namespace: str | None, **_:
         memo.queue.add((namespace, model))
 
 
+_OWNED: dict[str, str | kopf.MetaFilterToken] = {
+    "app.kubernetes.io/managed-by": "modelreg",
+    "modelreg.dev/model": kopf.PRESENT,
+}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=_OWNED)
+@kopf.on.event("", "v1", "services", labels=_OWNED)
+def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    """A change to a Deployment or Service we own: its rollout moved, or someone edited it."""
+    if namespace:
+        memo.queue.add((namespace, labels["modelreg.dev/model"]))
+
+
 async def _worker(memo: Runtime, index: int) -> None:
     while True:
         key = await memo.queue.get()

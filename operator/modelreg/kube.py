@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.rest import ApiException
 
 from modelreg.api import FIELD_MANAGER, GROUP, VERSION
@@ -104,6 +104,55 @@ def apply_status(client: ApiClient, obj: Obj, status: Obj) -> None:
         _content_type=_APPLY,
         _request_timeout=_TIMEOUT,
     )
+
+
+@dataclass(frozen=True)
+class OwnedObjects:
+    """The serving objects of one model, as plain dicts keyed by name."""
+
+    deployments: dict[str, Obj]
+    services: dict[str, Obj]
+    autoscaled: set[str]  # Deployments an HPA scales
+
+
+def read_owned(client: ApiClient, *, namespace: str, model: str) -> OwnedObjects:
+    selector = f"modelreg.dev/model={model},app.kubernetes.io/managed-by=modelreg"
+    deps = AppsV1Api(client).list_namespaced_deployment(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
+    svcs = CoreV1Api(client).list_namespaced_service(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
+    hpas = AutoscalingV2Api(client).list_namespaced_horizontal_pod_autoscaler(namespace, _request_timeout=_TIMEOUT)
+    autoscaled = {
+        h.spec.scale_target_ref.name
+        for h in hpas.items
+        if h.spec.scale_target_ref.kind == "Deployment" and h.spec.scale_target_ref.api_version in ("apps/v1", None)
+    }
+    return OwnedObjects(
+        deployments={d.metadata.name: client.sanitize_for_serialization(d) for d in deps.items},
+        services={s.metadata.name: client.sanitize_for_serialization(s) for s in svcs.items},
+        autoscaled=autoscaled,
+    )
+
+
+def apply_object(client: ApiClient, namespace: str, obj: Obj) -> None:
+    """Server-side apply of an owned Deployment or Service. Forcing takes back
+    the fields we render (and only those) from whoever changed them."""
+    name = obj["metadata"]["name"]
+    kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": _APPLY, "_request_timeout": _TIMEOUT}
+    if obj["kind"] == "Deployment":
+        AppsV1Api(client).patch_namespaced_deployment(name, namespace, obj, **kwargs)
+    elif obj["kind"] == "Service":
+        CoreV1Api(client).patch_namespaced_service(name, namespace, obj, **kwargs)
+    else:
+        raise ValueError(f"the operator does not own {obj['kind']} objects")
+
+
+def delete_deployment(client: ApiClient, namespace: str, name: str) -> None:
+    try:
+        AppsV1Api(client).delete_namespaced_deployment(
+            name, namespace, propagation_policy="Background", _request_timeout=_TIMEOUT
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 def read_secret(client: ApiClient, *, namespace: str, name: str) -> dict[str, str] | None:

@@ -32,6 +32,7 @@ class VersionInput:
     spec: ModelVersionSpec
     status: ModelVersionStatus
     artifact: ArtifactCheck | None = None  # None: not checked this time; keep what status says
+    uid: str = ""
 
 
 @dataclass(frozen=True)

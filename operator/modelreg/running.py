@@ -11,7 +11,7 @@ import os
 
 import kopf
 
-from modelreg import handlers, kube, reconciling
+from modelreg import handlers, kube, reconciling, serving
 
 
 def run_operator(
@@ -24,7 +24,10 @@ def run_operator(
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # Kopf's own login reads it too
     client = kube.new_client(kubeconfig)
-    memo = handlers.Runtime(context=reconciling.Context(client=client), namespace=namespace, resync_seconds=resync)
+    # Serving Pods run this same image as their init container (`modelreg fetch-artifact`).
+    image = os.environ.get("MODELREG_OPERATOR_IMAGE", serving.DEFAULT_OPERATOR_IMAGE)
+    context = reconciling.Context(client=client, operator_image=image)
+    memo = handlers.Runtime(context=context, namespace=namespace, resync_seconds=resync)
     asyncio.run(
         kopf.operator(
             standalone=True,  # one replica; no KopfPeering objects needed

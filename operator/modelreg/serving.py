@@ -17,6 +17,7 @@ from modelreg.api.common import API_VERSION, Stage
 from modelreg.api.modelversion import KIND as VERSION_KIND
 from modelreg.api.registeredmodel import KIND as MODEL_KIND
 from modelreg.api.registeredmodel import Serving
+from modelreg.facts import Rollout, RolloutState
 
 Obj = dict[str, Any]
 
@@ -179,7 +180,7 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
             "runAsUser": 65532,
             "fsGroup": 65532,
             "seccompProfile": {"type": "RuntimeDefault"},
-        },  # fmt: skip
+        },
         "initContainers": [fetch],
         "containers": [container],
         "volumes": [{"name": "model", "emptyDir": {}}],
@@ -222,3 +223,112 @@ def replicas_for(stage: Stage, serving: Serving, *, rolling_out: bool) -> int:
     if stage is Stage.STAGING:
         return serving.staging_replicas
     return 0
+
+
+# --- which objects, from the lifecycle's decisions --------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One version as serving sees it."""
+
+    ref: VersionRef | None  # None when the artifact was never verified (nothing to deploy)
+    stage: Stage  # effective stage
+    since: float = 0.0  # when it entered its effective stage (epoch seconds)
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    deployments: list[Obj]
+    delete: list[str]  # Deployment names to remove
+    services: list[Obj]
+
+
+def plan_serving(
+    *,
+    model: str,
+    model_uid: str,
+    serving: Serving,
+    storage: StorageEnv,
+    versions: dict[str, Placement],
+    production: str | None,
+    rolling_out: str | None,
+    existing: set[str],
+    autoscaled: set[str],
+    retention: int,
+    operator_image: str = DEFAULT_OPERATOR_IMAGE,
+) -> ServingPlan:
+    """Deployments for Production, a version rolling out to it and Staging;
+    archived versions keep theirs at zero replicas within `retention`."""
+    deployments, delete = [], []
+    archived = sorted(
+        (name for name, p in versions.items() if p.stage is Stage.ARCHIVED and p.ref is not None),
+        key=lambda n: versions[n].since,
+        reverse=True,
+    )
+    kept_archived = set(archived[:retention])
+    for name, p in sorted(versions.items()):
+        if p.ref is None:
+            continue
+        dep_name = deployment_name(model, p.ref.version)
+        wanted = name in (production, rolling_out) or p.stage is Stage.STAGING
+        keep_scaled_down = dep_name in existing and (name in kept_archived or p.stage is Stage.DEVELOPMENT)
+        if wanted or keep_scaled_down:
+            replicas = replicas_for(p.stage, serving, rolling_out=name == rolling_out) if wanted else 0
+            deployments.append(
+                render_deployment(
+                    model=model,
+                    serving=serving,
+                    version=p.ref,
+                    stage=p.stage,
+                    replicas=None if dep_name in autoscaled and wanted else replicas,
+                    storage=storage,
+                    operator_image=operator_image,
+                )
+            )
+        elif dep_name in existing:
+            delete.append(dep_name)
+    staging = [n for n, p in versions.items() if p.stage is Stage.STAGING and p.ref is not None]
+    newest_staging = max(staging, key=lambda n: versions[n].since, default=None)
+
+    def version_of(name: str | None) -> str | None:
+        ref = versions[name].ref if name else None
+        return ref.version if ref else None
+
+    services = [
+        render_service(
+            model=model, model_uid=model_uid, serving=serving, staging=False, version=version_of(production)
+        ),
+        render_service(
+            model=model, model_uid=model_uid, serving=serving, staging=True, version=version_of(newest_staging)
+        ),
+    ]
+    return ServingPlan(deployments=deployments, delete=delete, services=services)
+
+
+def rollout_of(deployment: Obj, *, want_replicas: int) -> Rollout:
+    """How a version's Deployment is doing, for the lifecycle's switch decision."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    meta = deployment.get("metadata") or {}
+    replicas = int(spec.get("replicas", 1))
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    progressing = conditions.get("Progressing", {})
+    current = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
+    if (
+        current
+        and replicas > 0
+        and progressing.get("status") == "False"
+        and (progressing.get("reason") == "ProgressDeadlineExceeded")
+    ):
+        return Rollout(RolloutState.FAILED, f"Deployment {meta.get('name')}: {progressing.get('message', '')}".strip())
+    ready = (
+        current
+        and replicas >= max(want_replicas, 1)
+        and int(status.get("updatedReplicas", 0)) >= replicas
+        and int(status.get("availableReplicas", 0)) >= replicas
+        and conditions.get("Available", {}).get("status") == "True"
+    )
+    if ready:
+        return Rollout(RolloutState.AVAILABLE, f"Deployment {meta.get('name')} is Available")
+    available = status.get("availableReplicas", 0)
+    return Rollout(RolloutState.PROGRESSING, f"Deployment {meta.get('name')}: {available}/{replicas} Pods available")
