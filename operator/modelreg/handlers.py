@@ -95,10 +95,7 @@ def on_version_event(memo: Runtime, spec: kopf.Spec, namespace: str | None, **_:
         memo.queue.add((namespace, model))
 
 
-_OWNED: dict[str, str | kopf.MetaFilterToken] = {
-    "app.kubernetes.io/managed-by": "modelreg",
-    "modelreg.dev/model": kopf.PRESENT,
-}
+_OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.dev/model": kopf.PRESENT}
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED)
