@@ -301,3 +301,42 @@ def _bucket_exists(client: S3Client, bucket: str) -> bool:
     except (BotoCoreError, OSError):
         return True
     return True
+
+
+# --- download (for `modelreg fetch-artifact`) --------------------------------------------
+
+
+def download(client: S3Client, uri: str, *, into: Path) -> str:
+    """Download an object to the file `into`, or a prefix to the directory `into`;
+    returns the digest (hex) computed the same way `verify` does."""
+    location = parse_uri(uri)
+    if not location.is_prefix:
+        return _download_file(client, location, into)
+    objects = [o for o in _list(client, location) if not o["Key"].endswith("/")]
+    if not objects:
+        raise ArtifactError(ArtifactReason.NOT_FOUND, f"{location} holds no objects")
+    lines = []
+    for o in objects:
+        rel = o["Key"][len(location.key) :]
+        target = into / rel
+        if ".." in Path(rel).parts:
+            raise ArtifactError(ArtifactReason.INVALID, f"{location} holds an unsafe key {o['Key']!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lines.append(f"{_download_file(client, S3Location(location.bucket, o['Key']), target)}  {rel}\n")
+    manifest = "".join(sorted(lines, key=lambda line: line.split("  ", 1)[1]))
+    return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def _download_file(client: S3Client, location: S3Location, target: Path) -> str:
+    body = _call(client, location, lambda: client.get_object(Bucket=location.bucket, Key=location.key))["Body"]
+    sha = hashlib.sha256()
+    try:
+        with target.open("wb") as out:
+            for chunk in iter(lambda: body.read(_CHUNK), b""):
+                sha.update(chunk)
+                out.write(chunk)
+    except (BotoCoreError, OSError) as exc:
+        raise ArtifactError(ArtifactReason.STORAGE_UNAVAILABLE, f"reading {location} failed midway: {exc}") from exc
+    finally:
+        body.close()
+    return sha.hexdigest()

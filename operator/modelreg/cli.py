@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every model this often")
     run.set_defaults(func=_run)
 
+    fetch = sub.add_parser("fetch-artifact", help="download and verify an artifact (serving init container)")
+    fetch.add_argument("--uri", required=True, help="s3://bucket/key, or s3://bucket/prefix/")
+    fetch.add_argument("--sha256", required=True, help="expected digest, 64 hex digits")
+    fetch.add_argument("--dest", required=True, type=Path, help="where the file or directory lands")
+    fetch.set_defaults(func=_fetch_artifact)
+
     gen = sub.add_parser("generate-crds", help="write crds/*.yaml from the API types")
     gen.add_argument("--out", type=Path, default=Path("crds"))
     gen.set_defaults(func=_generate_crds)
@@ -61,6 +67,12 @@ def _run(args: argparse.Namespace) -> int:
         namespace=args.namespace, kubeconfig=args.kubeconfig, liveness=args.liveness, resync=args.resync_seconds
     )
     return 0
+
+
+def _fetch_artifact(args: argparse.Namespace) -> int:
+    from modelreg.fetching import main as fetch_main
+
+    return fetch_main(uri=args.uri, sha256=args.sha256.removeprefix("sha256:"), dest=args.dest)
 
 
 def _generate_crds(args: argparse.Namespace) -> int:

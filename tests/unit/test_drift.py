@@ -7,8 +7,8 @@ from modelreg.drift import find_drift
 
 def test_defaults_added_by_the_server_are_not_drift() -> None:
     desired = {"spec": {"replicas": 2, "template": {"containers": [{"name": "s", "image": "a:1"}]}}}
-    live = {"spec": {"replicas": 2, "revisionHistoryLimit": 10,
-                     "template": {"containers": [{"name": "s", "image": "a:1", "imagePullPolicy": "IfNotPresent"}]}}}  # fmt: skip
+    container = {"name": "s", "image": "a:1", "imagePullPolicy": "IfNotPresent"}
+    live = {"spec": {"replicas": 2, "revisionHistoryLimit": 10, "template": {"containers": [container]}}}
     assert find_drift(desired, live) == []
 
 
