@@ -92,18 +92,22 @@ def apply_status(client: ApiClient, obj: Obj, status: Obj) -> None:
     plural = rm.PLURAL if obj["kind"] == rm.KIND else mv.PLURAL
     body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": obj["metadata"]["name"]},
             "status": status}  # fmt: skip
-    CustomObjectsApi(client).patch_namespaced_custom_object_status(
-        GROUP,
-        VERSION,
-        obj["metadata"]["namespace"],
-        plural,
-        obj["metadata"]["name"],
-        body,
-        field_manager=FIELD_MANAGER,
-        force=True,
-        _content_type=_APPLY,
-        _request_timeout=_TIMEOUT,
-    )
+    try:
+        CustomObjectsApi(client).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            obj["metadata"]["namespace"],
+            plural,
+            obj["metadata"]["name"],
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=_APPLY,
+            _request_timeout=_TIMEOUT,
+        )
+    except ApiException as exc:
+        if exc.status != 404:  # deleted meanwhile: its status no longer matters
+            raise
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class Context:
     # A verified artifact is re-checked (one HEAD) at most this often, unless its spec changes.
     recheck_seconds: float = 300.0
     s3_clients: dict[tuple[str | None, ...], Any] = field(default_factory=dict)
-    verified: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    verified: dict[tuple[str, int], float] = field(default_factory=dict)  # (uid, generation) → when
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,12 @@ def _rollouts(
 ) -> dict[str, Rollout]:
     out = {}
     for v in inputs:
-        live = owned.deployments.get(serving.deployment_name(model, v.spec.version))
+        name = serving.deployment_name(model, v.spec.version)
+        live = owned.deployments.get(name)
         if live is not None:
-            out[v.name] = serving.rollout_of(live, want_replicas=served.replicas)
+            # An autoscaler decides the count; then one available Pod per its count is the bar.
+            want = 1 if name in owned.autoscaled else served.replicas
+            out[v.name] = serving.rollout_of(live, want_replicas=want)
     return out
 
 
@@ -256,7 +259,7 @@ def _with_artifact_checks(
     versions: list[lifecycle.VersionInput],
     now: datetime.datetime,
 ) -> list[lifecycle.VersionInput]:
-    due = [v for v in versions if _check_due(ctx, namespace, v)]
+    due = [v for v in versions if _check_due(ctx, v)]
     if not due:
         return versions
     try:
@@ -271,7 +274,7 @@ def _with_artifact_checks(
                 s3, v.spec.artifact.uri, expected_sha256=v.spec.artifact.sha256, previous=v.status.artifact, now=now
             )
             if check.ok:
-                ctx.verified[(namespace, v.name, v.generation)] = time.monotonic()
+                ctx.verified[(v.uid, v.generation)] = time.monotonic()
             v = _replace(v, check)
         out.append(v)
     return out
@@ -281,10 +284,12 @@ def _replace(v: lifecycle.VersionInput, check: ArtifactCheck) -> lifecycle.Versi
     return dataclasses.replace(v, artifact=check)
 
 
-def _check_due(ctx: Context, namespace: str, v: lifecycle.VersionInput) -> bool:
+def _check_due(ctx: Context, v: lifecycle.VersionInput) -> bool:
     if v.spec.stage is Stage.ARCHIVED and v.status.stage is Stage.ARCHIVED:
         return False  # nothing will be deployed from it
-    last = ctx.verified.get((namespace, v.name, v.generation))
+    if v.status.artifact is None or v.status.observed_generation != v.generation:
+        return True  # never verified, or the spec changed since
+    last = ctx.verified.get((v.uid, v.generation))
     return last is None or time.monotonic() - last > ctx.recheck_seconds
 
 

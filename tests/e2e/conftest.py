@@ -159,9 +159,10 @@ def example_artifacts(s3: S3) -> str:
 
 @pytest.fixture(scope="session")
 def crds(kube: Cluster) -> Path:
-    """The checked-in CRDs, installed exactly as users install them."""
+    """The checked-in CRDs and admission policy, installed exactly as users install them."""
     kube.kubectl("apply", "--server-side", "-f", str(CRDS))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
+    kube.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "admission-policy.yaml"))
     return CRDS
 
 

@@ -116,3 +116,39 @@ def operator_writes(audit_log: str, namespace: str) -> list[dict[str, Any]]:
             ):
                 writes.append(entry)
     return writes
+
+
+SERVING = {"image": "registry.example.com/model-server:1.0", "port": 8080, "replicas": 2, "stagingReplicas": 1,
+           "progressDeadlineSeconds": 10}  # fmt: skip
+
+
+def deployment(kube: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    out = kube.run("get", "deployment", name, "-n", namespace, "-o", "json")
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def service_selector(kube: Cluster, namespace: str, name: str) -> dict[str, str] | None:
+    out = kube.run("get", "service", name, "-n", namespace, "-o", "json")
+    return json.loads(out.stdout)["spec"].get("selector") if out.returncode == 0 else None
+
+
+def serving_version(kube: Cluster, namespace: str, model: str) -> str | None:
+    selector = service_selector(kube, namespace, model) or {}
+    return selector.get("modelreg.dev/version") or None
+
+
+def wait_serving(kube: Cluster, namespace: str, model: str, version: str, *, timeout: float = 90) -> None:
+    wait_for(lambda: serving_version(kube, namespace, model) == version, timeout=timeout,
+             what=f"Service {model} to select version {version}")  # fmt: skip
+
+
+def wait_replicas(kube: Cluster, namespace: str, name: str, replicas: int, *, timeout: float = 60) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        d = deployment(kube, namespace, name)
+        if d and d["spec"].get("replicas") == replicas and d["status"].get("availableReplicas", 0) == replicas:
+            return d
+        if d and replicas == 0 and d["spec"].get("replicas") == 0:
+            return d
+        return None
+
+    return wait_for(probe, timeout=timeout, what=f"Deployment {name} at {replicas} available replicas")
