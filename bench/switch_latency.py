@@ -1,0 +1,108 @@
+"""Blue/green timing on the local control plane (kwok runs the Pods):
+- promotion: `kubectl apply` of stage Production on a Staging version → the
+  model's Service selects the new version;
+- rollback: `kubectl apply` of Production on an archived version → the Service
+  selects it again.
+Medians over ROUNDS of each.
+
+Run: make bench   (or .venv/bin/python bench/switch_latency.py)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kubernetes.client import CoreV1Api, CustomObjectsApi
+
+from bench.environment import Environment, environment
+from modelreg import artifacts
+
+ROUNDS = 6
+SERVING = {"image": "registry.example.com/model-server:1.0", "replicas": 2, "stagingReplicas": 1}
+
+
+def version(n: int, stage: str, sha: str) -> str:
+    return json.dumps({
+        "apiVersion": "modelreg.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": f"bench-{n}"},
+        "spec": {"model": "bench", "version": str(n), "stage": stage, "metrics": {"accuracy": 0.9},
+                 "artifact": {"uri": "s3://modelreg-bench/model.bin", "sha256": sha}},
+    })  # fmt: skip
+
+
+class Bench:
+    def __init__(self, env: Environment, sha: str) -> None:
+        self.env, self.sha = env, sha
+        client = env.api()
+        self.core, self.custom = CoreV1Api(client), CustomObjectsApi(client)
+
+    def apply(self, n: int, stage: str) -> float:
+        started = time.perf_counter()
+        self.env.kubectl("apply", "-n", self.env.namespace, "-f", "-", input=version(n, stage, self.sha))
+        return started
+
+    def wait(self, probe: object, what: str, started: float) -> float:
+        while not probe():  # type: ignore[operator]
+            if time.perf_counter() - started > 120:
+                raise TimeoutError(what)
+            time.sleep(0.005)
+        return time.perf_counter() - started
+
+    def serving(self) -> str | None:
+        try:
+            svc = self.core.read_namespaced_service("bench", self.env.namespace)
+        except Exception:
+            return None
+        return (svc.spec.selector or {}).get("modelreg.dev/version")
+
+    def stage(self, n: int) -> tuple[str | None, str | None]:
+        obj = self.custom.get_namespaced_custom_object("modelreg.dev", "v1alpha1", self.env.namespace,
+                                                       "modelversions", f"bench-{n}")  # fmt: skip
+        st = obj.get("status") or {}
+        ready = next((c["status"] for c in st.get("conditions", []) if c["type"] == "Ready"), None)
+        return st.get("stage"), ready
+
+    def settle(self, n: int, stage: str) -> None:
+        """Set a stage and wait until the operator has seen it (Ready)."""
+        started = self.apply(n, stage)
+        self.wait(lambda: self.stage(n) == (stage, "True"), f"bench-{n} {stage}", started)
+
+    def switch(self, n: int) -> float:
+        started = self.apply(n, "Production")
+        return self.wait(lambda: self.serving() == str(n), f"Service → {n}", started)
+
+
+def main() -> None:
+    with environment() as env:
+        s3 = env.s3()
+        data = b"benchmark model" * 1000
+        artifacts.ensure_bucket(s3, "modelreg-bench")  # type: ignore[arg-type]
+        s3.put_object(Bucket="modelreg-bench", Key="model.bin", Body=data, ChecksumAlgorithm="SHA256")  # type: ignore[attr-defined]
+        model = {"apiVersion": "modelreg.dev/v1alpha1", "kind": "RegisteredModel", "metadata": {"name": "bench"},
+                 "spec": {"serving": SERVING}}  # fmt: skip
+        env.kubectl("apply", "-n", env.namespace, "-f", "-", input=json.dumps(model))
+        b = Bench(env, hashlib.sha256(data).hexdigest())
+        b.apply(1, "Production")
+        b.wait(lambda: b.serving() == "1", "first version served", time.perf_counter())
+        promotions, rollbacks = [], []
+        for n in range(2, 2 + ROUNDS):
+            b.settle(n, "Staging")
+            promotions.append(b.switch(n))
+            b.settle(n - 1, "Archived")  # acknowledge the superseded version, as the CLI does
+            rollbacks.append(b.switch(n - 1))
+            b.settle(n, "Archived")
+        for name, samples in (("promotion (Staging → Production)", promotions), ("rollback (Archived → Production)",
+                                                                               rollbacks)):  # fmt: skip
+            ms = sorted(s * 1000 for s in samples)
+            print(f"{name}: apply → Service switched, {len(ms)} runs (ms): median {statistics.median(ms):.0f}"
+                  f"   min {ms[0]:.0f}   max {ms[-1]:.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
