@@ -4,10 +4,14 @@ rollouts, rollback, Staging, drift repair, HPAs, deletion and recovery."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+from pathlib import Path
 
+from modelreg.devcluster import processes
 from tests.conftest import wait_for
-from tests.e2e.conftest import S3, Cluster, Operator
+from tests.e2e.conftest import REPO, S3, Cluster, Operator
 from tests.e2e.registry import (
     SERVING,
     apply,
@@ -71,6 +75,10 @@ def test_production_version_is_served(kube: Cluster, s3: S3, namespace: str, ope
     svc_owner = kube.get_json("-n", namespace, "service/m")["metadata"]["ownerReferences"][0]
     assert (svc_owner["kind"], svc_owner["name"]) == ("RegisteredModel", "m")
     assert status(kube, namespace, "m-1")["deploymentName"] == "m-1"
+    fields = kube.get_json("-n", namespace, "deployment/m-1", "--show-managed-fields")["metadata"]["managedFields"]
+    assert {"manager": "modelreg", "operation": "Apply"} in [
+        {k: f[k] for k in ("manager", "operation")} for f in fields
+    ]
     assert status(kube, namespace, "m", "registeredmodel")["endpoint"] == "m"
 
 
@@ -229,3 +237,34 @@ def test_disaster_recovery_from_the_same_yaml(kube: Cluster, s3: S3, namespace: 
     wait_stage(kube, namespace, "m-2", "Staging")
     wait_replicas(kube, namespace, "m-2", 1)
     assert status(kube, namespace, "m", "registeredmodel")["productionVersion"] == "1"
+
+
+def test_the_shipped_rbac_is_enough(kube: Cluster, s3: S3, crds: Path, namespace: str, tmp_path: Path) -> None:
+    """Run the operator as the ServiceAccount of manifests/, with only the shipped ClusterRole."""
+
+    from tests.e2e.conftest import Operator
+
+    rendered = kube.kubectl("kustomize", str(REPO / "manifests"))
+    docs = [d for d in rendered.split("\n---\n") if "kind: Deployment" not in d]  # no image to run here
+    kube.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(docs))
+    token = kube.kubectl("create", "token", "modelreg-operator", "-n", "modelreg-system").strip()
+    config = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+    config["users"] = [{"name": "operator", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "operator"
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    kubeconfig.write_text(json.dumps(config))
+    port = processes.free_port()
+    env = os.environ | s3.env() | {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace, "--resync-seconds", "3",
+            "--liveness", f"http://127.0.0.1:{port}/healthz"]  # fmt: skip
+    op = Operator(argv=argv, env=env, log_path=tmp_path / "operator.log", port=port)
+    op.start()
+    try:
+        serve_first_version(kube, s3, namespace)
+        kube.kubectl("scale", "deployment/m-1", "-n", namespace, "--replicas=5")
+        wait_replicas(kube, namespace, "m-1", 2)
+        log = op.log()
+        assert "Forbidden" not in log, log[-3000:]
+        assert "403" not in log, log[-3000:]
+    finally:
+        op.stop()
