@@ -4,6 +4,8 @@ the operator, all torn down when the `with` block ends."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from modelreg import artifacts, kube
 from modelreg.api.crds import write_crds
@@ -42,6 +45,18 @@ class Environment:
 
     def api(self) -> object:
         return kube.new_client(self.state.kubeconfig)
+
+    def seed(self, *, serving: dict[str, object] | None = None) -> str:
+        """Upload the bench artifact and register model `bench`; returns the artifact's SHA-256."""
+        s3: Any = self.s3()
+        data = b"benchmark model" * 1000
+        artifacts.ensure_bucket(s3, "modelreg-bench")
+        s3.put_object(Bucket="modelreg-bench", Key="model.bin", Body=data, ChecksumAlgorithm="SHA256")
+        spec = {"serving": serving} if serving else {}
+        model = {"apiVersion": "modelreg.dev/v1alpha1", "kind": "RegisteredModel", "metadata": {"name": "bench"},
+                 "spec": spec}  # fmt: skip
+        self.kubectl("apply", "-n", self.namespace, "-f", "-", input=json.dumps(model))
+        return hashlib.sha256(data).hexdigest()
 
 
 @contextlib.contextmanager

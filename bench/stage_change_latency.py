@@ -7,7 +7,6 @@ Run: make bench   (or .venv/bin/python bench/stage_change_latency.py)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import sys
@@ -19,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes.client import CustomObjectsApi
 
 from bench.environment import environment
-from modelreg import artifacts
 
 CHANGES = 20
 
@@ -34,14 +32,7 @@ def manifest(stage: str, sha: str) -> str:
 
 def main() -> None:
     with environment() as env:
-        s3 = env.s3()
-        data = b"benchmark model" * 1000
-        artifacts.ensure_bucket(s3, "modelreg-bench")  # type: ignore[arg-type]
-        s3.put_object(Bucket="modelreg-bench", Key="model.bin", Body=data, ChecksumAlgorithm="SHA256")  # type: ignore[attr-defined]
-        sha = hashlib.sha256(data).hexdigest()
-        model = {"apiVersion": "modelreg.dev/v1alpha1", "kind": "RegisteredModel", "metadata": {"name": "bench"},
-                 "spec": {}}  # fmt: skip
-        env.kubectl("apply", "-n", env.namespace, "-f", "-", input=json.dumps(model))
+        sha = env.seed()
         api = CustomObjectsApi(env.api())
 
         def effective() -> str | None:

@@ -10,7 +10,6 @@ Run: make bench   (or .venv/bin/python bench/switch_latency.py)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import sys
@@ -22,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes.client import CoreV1Api, CustomObjectsApi
 
 from bench.environment import Environment, environment
-from modelreg import artifacts
 
 ROUNDS = 6
 SERVING = {"image": "registry.example.com/model-server:1.0", "replicas": 2, "stagingReplicas": 1}
@@ -80,14 +78,7 @@ class Bench:
 
 def main() -> None:
     with environment() as env:
-        s3 = env.s3()
-        data = b"benchmark model" * 1000
-        artifacts.ensure_bucket(s3, "modelreg-bench")  # type: ignore[arg-type]
-        s3.put_object(Bucket="modelreg-bench", Key="model.bin", Body=data, ChecksumAlgorithm="SHA256")  # type: ignore[attr-defined]
-        model = {"apiVersion": "modelreg.dev/v1alpha1", "kind": "RegisteredModel", "metadata": {"name": "bench"},
-                 "spec": {"serving": SERVING}}  # fmt: skip
-        env.kubectl("apply", "-n", env.namespace, "-f", "-", input=json.dumps(model))
-        b = Bench(env, hashlib.sha256(data).hexdigest())
+        b = Bench(env, env.seed(serving=SERVING))
         b.apply(1, "Production")
         b.wait(lambda: b.serving() == "1", "first version served", time.perf_counter())
         promotions, rollbacks = [], []

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -155,7 +155,7 @@ def _object_facts(client: S3Client, location: S3Location, previous: ArtifactStat
         return previous
     digest, source = _store_sha256(head), "Store"
     if digest is None:
-        digest, source = _stream_sha256(client, location, version_id), "Streamed"
+        digest, source = _read_object(client, location, version_id=version_id), "Streamed"
     return _facts(digest=digest, size=size, etag=etag, version_id=version_id, source=source)
 
 
@@ -166,7 +166,7 @@ def _prefix_facts(client: S3Client, location: S3Location, previous: ArtifactStat
     combined_etag = hashlib.sha256("\n".join(f"{o['Key']} {o['ETag']}" for o in objects).encode()).hexdigest()
     if previous and previous.digest and previous.etag == combined_etag:
         return previous
-    lines = []
+    digests = {}
     sources = set()
     for o in objects:
         file = S3Location(location.bucket, o["Key"])
@@ -175,11 +175,9 @@ def _prefix_facts(client: S3Client, location: S3Location, previous: ArtifactStat
         )
         digest = _store_sha256(head)
         sources.add("Store" if digest else "Streamed")
-        digest = digest or _stream_sha256(client, file, head.get("VersionId"))
-        lines.append(f"{digest}  {o['Key'][len(location.key) :]}\n")
-    manifest = "".join(sorted(lines, key=lambda line: line.split("  ", 1)[1]))
+        digests[o["Key"][len(location.key) :]] = digest or _read_object(client, file, version_id=head.get("VersionId"))
     return _facts(
-        digest=hashlib.sha256(manifest.encode()).hexdigest(),
+        digest=_manifest_digest(digests),
         size=sum(int(o["Size"]) for o in objects),
         etag=combined_etag,
         version_id=None,
@@ -190,9 +188,7 @@ def _prefix_facts(client: S3Client, location: S3Location, previous: ArtifactStat
 
 def manifest_digest(files: dict[str, bytes]) -> str:
     """The digest of a prefix artifact, from its files' contents (relative path → bytes)."""
-    lines = sorted(f"{hashlib.sha256(data).hexdigest()}  {rel}\n" for rel, data in files.items())
-    lines.sort(key=lambda line: line.split("  ", 1)[1])
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    return _manifest_digest({rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()})
 
 
 def _facts(
@@ -222,7 +218,11 @@ def _store_sha256(head: dict[str, Any]) -> str | None:
         return None
 
 
-def _stream_sha256(client: S3Client, location: S3Location, version_id: str | None) -> str:
+def _read_object(
+    client: S3Client, location: S3Location, *, version_id: str | None = None, sink: BinaryIO | None = None
+) -> str:
+    """Stream an object (into `sink`, if given) and return its SHA-256, hex."""
+
     def get() -> Any:
         if version_id:
             return client.get_object(Bucket=location.bucket, Key=location.key, VersionId=version_id)
@@ -233,11 +233,19 @@ def _stream_sha256(client: S3Client, location: S3Location, version_id: str | Non
     try:
         for chunk in iter(lambda: body.read(_CHUNK), b""):
             sha.update(chunk)
+            if sink is not None:
+                sink.write(chunk)
     except (BotoCoreError, OSError) as exc:
         raise ArtifactError(ArtifactReason.STORAGE_UNAVAILABLE, f"reading {location} failed midway: {exc}") from exc
     finally:
         body.close()
     return sha.hexdigest()
+
+
+def _manifest_digest(file_digests: dict[str, str]) -> str:
+    """A prefix's digest: SHA-256 of "<sha256>  <relative path>" lines sorted by path."""
+    manifest = "".join(f"{file_digests[rel]}  {rel}\n" for rel in sorted(file_digests))
+    return hashlib.sha256(manifest.encode()).hexdigest()
 
 
 def _list(client: S3Client, location: S3Location) -> Iterator[dict[str, Any]]:
@@ -315,28 +323,17 @@ def download(client: S3Client, uri: str, *, into: Path) -> str:
     objects = [o for o in _list(client, location) if not o["Key"].endswith("/")]
     if not objects:
         raise ArtifactError(ArtifactReason.NOT_FOUND, f"{location} holds no objects")
-    lines = []
+    digests = {}
     for o in objects:
         rel = o["Key"][len(location.key) :]
         target = into / rel
         if ".." in Path(rel).parts:
             raise ArtifactError(ArtifactReason.INVALID, f"{location} holds an unsafe key {o['Key']!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        lines.append(f"{_download_file(client, S3Location(location.bucket, o['Key']), target)}  {rel}\n")
-    manifest = "".join(sorted(lines, key=lambda line: line.split("  ", 1)[1]))
-    return hashlib.sha256(manifest.encode()).hexdigest()
+        digests[rel] = _download_file(client, S3Location(location.bucket, o["Key"]), target)
+    return _manifest_digest(digests)
 
 
 def _download_file(client: S3Client, location: S3Location, target: Path) -> str:
-    body = _call(client, location, lambda: client.get_object(Bucket=location.bucket, Key=location.key))["Body"]
-    sha = hashlib.sha256()
-    try:
-        with target.open("wb") as out:
-            for chunk in iter(lambda: body.read(_CHUNK), b""):
-                sha.update(chunk)
-                out.write(chunk)
-    except (BotoCoreError, OSError) as exc:
-        raise ArtifactError(ArtifactReason.STORAGE_UNAVAILABLE, f"reading {location} failed midway: {exc}") from exc
-    finally:
-        body.close()
-    return sha.hexdigest()
+    with target.open("wb") as out:
+        return _read_object(client, location, sink=out)

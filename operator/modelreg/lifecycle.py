@@ -89,12 +89,14 @@ def plan(
 ) -> Plan:
     """Compute every status. `rollouts` is None when nothing is served (the
     switch to a new Production version is then immediate)."""
-    now = now.replace(microsecond=0)  # Kubernetes keeps times to the second
+    # Request times keep sub-second precision, so a request made within the same
+    # second as another still counts as newer; everything else is to the second.
+    requested_now, now = now, now.replace(microsecond=0)
     ordered = sorted(versions, key=lambda v: v.name)
     by_name = {v.name: v for v in ordered}
     original = _incumbent(ordered)
     if model is None:
-        works = {v.name: _start(v, now) for v in ordered}
+        works = {v.name: _start(v, requested_now) for v in ordered}
         for w in works.values():
             _hold(w, "ModelNotFound", f"RegisteredModel {w.v.spec.model!r} does not exist in this namespace")
         return _finish(None, works, production=original.name if original else None, rolling_out=None, now=now)
@@ -105,7 +107,7 @@ def plan(
     # again changes nothing.
     serving = original
     for _ in range(len(ordered) + 2):
-        works = {v.name: _start(v, now) for v in ordered}
+        works = {v.name: _start(v, requested_now) for v in ordered}
         for w in works.values():
             w.verdicts += _metric_verdicts(w, model.spec, serving)
         winner = _resolve_production(works, serving, rollouts)

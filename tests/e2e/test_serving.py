@@ -97,8 +97,10 @@ def test_blue_green_switch_and_staging(kube: Cluster, s3: S3, namespace: str, op
     while status(kube, namespace, "m-2").get("stage") != "Production":
         assert time.monotonic() < deadline, "the switch did not happen"
         selected = serving_version(kube, namespace, "m")
-        seen.add(selected)
         pods = kube.get_json("-n", namespace, "pods", "-l", f"modelreg.dev/model=m,modelreg.dev/version={selected}")
+        if serving_version(kube, namespace, "m") != selected:
+            continue  # switched while we listed: this snapshot proves nothing either way
+        seen.add(selected)
         ready = [p for p in pods["items"] if _ready(p) and not p["metadata"].get("deletionTimestamp")]
         assert ready, f"the Service selected version {selected} with no ready Pod"
         time.sleep(0.05)
@@ -210,7 +212,11 @@ def test_deletion(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> 
     kube.kubectl("delete", "modelversion/m-1", "-n", namespace)
     wait_for(lambda: deployment(kube, namespace, "m-1") is None, timeout=60, what="m-1's Deployment collected")
 
+    art = upload(s3)
+    apply(kube, namespace, version_manifest("m-3", model="m", version="3", uri=art.uri, stage="Staging"))
+    wait_replicas(kube, namespace, "m-3", 1)
     kube.kubectl("delete", "registeredmodel/m", "-n", namespace)
+    wait_for(lambda: deployment(kube, namespace, "m-3") is None, timeout=60, what="m-3's Deployment removed")
     wait_for(lambda: service_selector(kube, namespace, "m") is None, timeout=60, what="Service m collected")
     wait_for(lambda: service_selector(kube, namespace, "m-staging") is None, timeout=60, what="m-staging collected")
 
@@ -268,3 +274,20 @@ def test_the_shipped_rbac_is_enough(kube: Cluster, s3: S3, crds: Path, namespace
         assert "403" not in log, log[-3000:]
     finally:
         op.stop()
+
+
+def test_archived_deployments_beyond_retention_are_deleted(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    art = upload(s3)
+    apply(kube, namespace, model_manifest("m", serving=SERVING, retention={"archivedDeployments": 1}))
+    for n in (1, 2, 3):
+        apply(kube, namespace, version_manifest(f"m-{n}", model="m", version=str(n), uri=art.uri, stage="Production"))
+        wait_serving(kube, namespace, "m", str(n))
+        if n > 1:
+            set_stage(kube, namespace, f"m-{n - 1}", "Archived")
+    wait_replicas(kube, namespace, "m-3", 2)
+    wait_replicas(kube, namespace, "m-2", 0)  # the newest archived version keeps its Deployment
+    wait_for(lambda: deployment(kube, namespace, "m-1") is None, timeout=60, what="m-1's Deployment deleted")
+    assert status(kube, namespace, "m-1")["stage"] == "Archived"
+    assert "deploymentName" not in status(kube, namespace, "m-1")
