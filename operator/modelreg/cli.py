@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from modelreg.api.common import Stage
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -30,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every model this often")
     run.set_defaults(func=_run)
+
+    stage = sub.add_parser("stage", help="request a stage for a version (Production archives the other requests)")
+    stage.add_argument("version", help="ModelVersion object name")
+    stage.add_argument("stage", choices=[s.value for s in Stage])
+    stage.add_argument("--namespace", "-n", default="default")
+    stage.add_argument("--kubeconfig")
+    stage.set_defaults(func=_stage)
 
     fetch = sub.add_parser("fetch-artifact", help="download and verify an artifact (serving init container)")
     fetch.add_argument("--uri", required=True, help="s3://bucket/key, or s3://bucket/prefix/")
@@ -67,6 +76,12 @@ def _run(args: argparse.Namespace) -> int:
         namespace=args.namespace, kubeconfig=args.kubeconfig, liveness=args.liveness, resync=args.resync_seconds
     )
     return 0
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from modelreg import staging
+
+    return staging.run(namespace=args.namespace, name=args.version, stage=Stage(args.stage), kubeconfig=args.kubeconfig)
 
 
 def _fetch_artifact(args: argparse.Namespace) -> int:

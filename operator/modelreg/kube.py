@@ -63,12 +63,45 @@ def read_model_state(client: ApiClient, *, namespace: str, model: str) -> ModelS
         if exc.status != 404:
             raise
         model_obj = None
-    # spec.model is a selectable field of the CRD, so the API server does the filtering.
-    listed = api.list_namespaced_custom_object(
-        GROUP, VERSION, namespace, mv.PLURAL, field_selector=f"spec.model={model}", _request_timeout=_TIMEOUT
-    )
-    versions = [v for v in listed.get("items", []) if v.get("spec", {}).get("model") == model]
+    versions = list_versions(client, namespace=namespace, model=model)
     return ModelState(model=model_obj, versions=versions)
+
+
+def read_version(client: ApiClient, *, namespace: str, name: str) -> Obj | None:
+    try:
+        obj: Obj = CustomObjectsApi(client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, mv.PLURAL, name, _request_timeout=_TIMEOUT
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj
+
+
+def list_versions(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
+    """The ModelVersions of one model. spec.model is a selectable field of the CRD,
+    so the API server filters; a server too old for that gets filtered here."""
+    api = CustomObjectsApi(client)
+    try:
+        listed = api.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, mv.PLURAL, field_selector=f"spec.model={model}", _request_timeout=_TIMEOUT
+        )
+    except ApiException as exc:
+        if exc.status != 400:
+            raise
+        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, mv.PLURAL, _request_timeout=_TIMEOUT)
+    return [v for v in listed.get("items", []) if v.get("spec", {}).get("model") == model]
+
+
+def set_stages(client: ApiClient, *, namespace: str, stages: dict[str, str]) -> None:
+    """Change spec.stage of versions, for people (the `modelreg stage` command).
+    A merge patch of one field, so nothing else of the user's spec is touched."""
+    api = CustomObjectsApi(client)
+    for name, stage in stages.items():
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, mv.PLURAL, name, {"spec": {"stage": stage}}, _request_timeout=_TIMEOUT
+        )
 
 
 def list_model_names(client: ApiClient, *, namespace: str | None) -> list[tuple[str, str]]:

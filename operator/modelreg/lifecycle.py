@@ -215,11 +215,19 @@ def _switch(
     winner: _Work | None,
     rollouts: Mapping[str, Rollout] | None,
 ) -> tuple[str | None, str | None]:
-    """Apply the Production decision; returns (serving version, version rolling out)."""
+    """Apply the Production decision; returns (serving version, version rolling out).
+
+    A serving version whose spec left Production keeps serving while another
+    version is asked to replace it and cannot yet (rolling out, failed, blocked):
+    the endpoint is only ever handed over, never dropped in between.
+    """
     serving = incumbent.name if incumbent is not None else None
+    demoted = works[serving] if serving and works[serving].v.spec.stage is not Stage.PRODUCTION else None
     if winner is None:
-        if incumbent is not None and incumbent.spec.stage is not Stage.PRODUCTION:
-            serving = None  # the serving version was demoted and nothing replaces it
+        if demoted is not None:
+            if not any(w.v.spec.stage is Stage.PRODUCTION for w in works.values()):
+                return None, None  # demoted, and nothing is asked to replace it
+            _hold(demoted, "KeptServing", "keeps serving Production: no other version can take over yet")
         return serving, None
     if winner.v.name != serving and rollouts is not None:
         rollout = rollouts.get(winner.v.name, Rollout(RolloutState.PROGRESSING, "waiting for the Deployment"))
@@ -227,8 +235,9 @@ def _switch(
             winner.phase, winner.waiting = "Promoting", "RolloutInProgress"
             winner.message = rollout.message or "waiting for the new version's Deployment to become Available"
             _supersede_others(works, keep={n for n in (serving, winner.v.name) if n})
-            if incumbent is not None and incumbent.spec.stage is not Stage.PRODUCTION:
-                serving = None
+            if demoted is not None:
+                demoted.phase, demoted.waiting = "HandingOver", "HandingOver"
+                demoted.message = f"keeps serving Production until {winner.v.name} is Available"
             return serving, winner.v.name
     _enter(winner, Stage.PRODUCTION)
     _supersede_others(works, keep={winner.v.name})
@@ -244,8 +253,10 @@ def _supersede_others(works: dict[str, _Work], *, keep: set[str]) -> None:
             continue  # a failed request keeps its own reason
         w.effective, w.reason = Stage.ARCHIVED, "Superseded"
         w.note = "a newer Production request won; set spec.stage to Archived to acknowledge"
+        if w.stalled or w.waiting:
+            continue  # it lost its place, and could not get back in anyway: keep saying why
         if lost_its_place and not _gates_pass(w):
-            _block(w)  # it would not get back in anyway: say why
+            _block(w)
             continue
         w.message = w.note
         w.phase, w.stalled = "Superseded", "Superseded"

@@ -18,6 +18,7 @@ from modelreg.api.modelversion import KIND as VERSION_KIND
 from modelreg.api.registeredmodel import KIND as MODEL_KIND
 from modelreg.api.registeredmodel import Serving
 from modelreg.facts import Rollout, RolloutState
+from modelreg.versionorder import version_key
 
 Obj = dict[str, Any]
 
@@ -261,9 +262,10 @@ def plan_serving(
     """Deployments for Production, a version rolling out to it and Staging;
     archived versions keep theirs at zero replicas within `retention`."""
     deployments, delete = [], []
+    # Newest first; versions archived within the same second go by version order.
     archived = sorted(
         (name for name, p in versions.items() if p.stage is Stage.ARCHIVED and p.ref is not None),
-        key=lambda n: versions[n].since,
+        key=lambda n: (versions[n].since, version_key(versions[n].ref.version)),  # type: ignore[union-attr]
         reverse=True,
     )
     kept_archived = set(archived[:retention])
@@ -289,7 +291,8 @@ def plan_serving(
         elif dep_name in existing:
             delete.append(dep_name)
     staging = [n for n, p in versions.items() if p.stage is Stage.STAGING and p.ref is not None]
-    newest_staging = max(staging, key=lambda n: versions[n].since, default=None)
+    newest_staging = max(staging, key=lambda n: (versions[n].since, version_key(versions[n].ref.version)),  # type: ignore[union-attr]
+                         default=None)  # fmt: skip
 
     def version_of(name: str | None) -> str | None:
         ref = versions[name].ref if name else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -291,3 +292,25 @@ def test_archived_deployments_beyond_retention_are_deleted(
     wait_for(lambda: deployment(kube, namespace, "m-1") is None, timeout=60, what="m-1's Deployment deleted")
     assert status(kube, namespace, "m-1")["stage"] == "Archived"
     assert "deploymentName" not in status(kube, namespace, "m-1")
+
+
+def test_modelreg_stage_hands_production_over_without_a_gap(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    serve_first_version(kube, s3, namespace)
+    art = upload(s3)
+    apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Staging"))
+    wait_stage(kube, namespace, "m-2", "Staging")
+    env = os.environ | {"KUBECONFIG": kube.kubeconfig}
+    out = subprocess.run([sys.executable, "-m", "modelreg", "stage", "m-2", "Production", "-n", namespace],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "modelversion/m-1: spec.stage = Archived" in out.stdout
+    deadline = time.monotonic() + 90
+    while serving_version(kube, namespace, "m") != "2":
+        assert time.monotonic() < deadline, "the switch did not happen"
+        assert serving_version(kube, namespace, "m") == "1", "the endpoint was dropped during the handover"
+        time.sleep(0.05)
+    st1 = wait_stage(kube, namespace, "m-1", "Archived")
+    assert condition(st1, "Ready")["status"] == "True"  # Git is tidy: nothing is left superseded
+    assert kube.get_json("-n", namespace, "modelversion/m-1")["spec"]["stage"] == "Archived"

@@ -213,3 +213,25 @@ def test_planning_again_on_the_result_changes_nothing() -> None:
     assert second.versions == first.versions
     assert second.model == first.model
     assert second.events == []
+
+
+def test_a_demoted_serving_version_hands_over_only_when_the_new_one_is_available() -> None:
+    old = version("1", A, effective=P, requested_at=EARLIER)  # archived in the same change as ...
+    new = version("2", P, effective=S)  # ... this promotion (what `modelreg stage` does)
+    rolling = lifecycle.plan(model(), [old, new], now=NOW, rollouts={})
+    assert rolling.production == "iris-1"
+    assert stages(rolling) == {"iris-1": P, "iris-2": S}
+    assert rolling.versions["iris-1"].phase == "HandingOver"
+    done = lifecycle.plan(model(), [old, new], now=NOW, rollouts={"iris-2": Rollout(RolloutState.AVAILABLE)})
+    assert stages(done) == {"iris-1": A, "iris-2": P}
+
+
+def test_a_demoted_serving_version_keeps_serving_when_its_replacement_fails() -> None:
+    old = version("1", A, effective=P, requested_at=EARLIER)
+    broken = version("2", P, effective=S, artifact=MISMATCH)
+    plan = lifecycle.plan(model(), [old, broken], now=NOW)
+    assert plan.production == "iris-1"
+    assert condition(plan, "iris-1", "Stalled") == ("True", "KeptServing")
+    failed = lifecycle.plan(model(), [old, version("2", P, effective=S)], now=NOW,
+                           rollouts={"iris-2": Rollout(RolloutState.FAILED, "deadline")})  # fmt: skip
+    assert failed.production == "iris-1"

@@ -163,3 +163,12 @@ def test_replicas_per_stage() -> None:
     assert serving.replicas_for(Stage.STAGING, SERVE, rolling_out=True) == 3
     assert serving.replicas_for(Stage.STAGING, SERVE, rolling_out=False) == 1
     assert serving.replicas_for(Stage.ARCHIVED, SERVE, rolling_out=False) == 0
+
+
+def test_retention_breaks_same_second_ties_by_version() -> None:
+    versions = {f"m-{i}": place(Stage.ARCHIVED, since=100.0, version=str(i)) for i in (1, 2, 10)}
+    plan = serving.plan_serving(model="m", model_uid="u", serving=SERVE, storage=serving.StorageEnv(),
+                                versions=versions, production=None, rolling_out=None,
+                                existing={"m-1", "m-2", "m-10"}, autoscaled=set(), retention=1)  # fmt: skip
+    assert [d["metadata"]["name"] for d in plan.deployments] == ["m-10"]
+    assert sorted(plan.delete) == ["m-1", "m-2"]
