@@ -114,7 +114,7 @@ async def _worker(memo: Runtime, index: int) -> None:
             if outcome.writes:
                 log.info("reconciled %s/%s with %d writes", *key, outcome.writes)
             if outcome.retry:
-                log.info("%s/%s waits on a transient failure; retrying in %.0fs", *key, memo.retry_later(key))
+                log.info("%s/%s waits on storage or a rollout; checking again in %.0fs", *key, memo.retry_later(key))
             else:
                 memo.failures.pop(key, None)
         except Exception:

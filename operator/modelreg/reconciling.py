@@ -73,11 +73,11 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     objects = {obj["metadata"]["name"]: obj for obj in state.versions}
     deployed: dict[str, str] = {}
     events = list(plan.events)
-    if state.model is None or served is None:
-        for name in owned.deployments:  # nothing may serve without its model's serving spec
+    if state.model is None or (model_in is not None and served is None):
+        for name in owned.deployments:  # the model, or its serving spec, is gone: so is what served it
             kube.delete_deployment(ctx.client, namespace, name)
             writes += 1
-    elif model_in is not None:
+    elif model_in is not None:  # (a spec we cannot read leaves serving as it is)
         changed, deployed, drift_events = _apply_serving(ctx, namespace, state.model, model_in, inputs, plan, owned)
         writes += changed
         events += drift_events
