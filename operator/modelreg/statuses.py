@@ -1,5 +1,5 @@
-"""Pure helpers for status stanzas: conditions with stable transition times,
-and the comparison that keeps a no-op reconcile at zero writes."""
+"""Pure helpers for status stanzas: Kubernetes-style times and conditions
+whose transition time holds while their status does. Used by `lifecycle`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ def format_time(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def now() -> str:
-    return format_time(datetime.datetime.now(datetime.UTC))
-
-
 def condition(
     previous: list[Obj], *, type_: str, status: str, reason: str, message: str, generation: int | None, at: str
 ) -> Obj:
@@ -28,29 +24,3 @@ def condition(
     if generation is not None:
         cond["observedGeneration"] = generation
     return cond
-
-
-def ready_status(obj: Obj) -> Obj:
-    """The foundation's status: the object was observed and is Ready."""
-    meta = obj["metadata"]
-    previous = (obj.get("status") or {}).get("conditions") or []
-    gen = meta.get("generation")
-    return {
-        "observedGeneration": gen,
-        "conditions": [
-            condition(
-                previous,
-                type_="Ready",
-                status="True",
-                reason="Observed",
-                message="the operator observed this object",
-                generation=gen,
-                at=now(),
-            ),
-        ],
-    }
-
-
-def differs(current: Obj, desired: Obj) -> bool:
-    """True when applying `desired` would change any field of `current` it names."""
-    return any(current.get(k) != v for k, v in desired.items())

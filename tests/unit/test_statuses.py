@@ -1,4 +1,4 @@
-"""Conditions keep their transition time; comparing statuses finds no-ops."""
+"""Conditions keep their transition time; times are written as Kubernetes writes them."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ def test_transition_time_is_kept_while_status_holds() -> None:
     assert flipped["lastTransitionTime"] == "later"
 
 
-def test_ready_status_of_an_already_ready_object_is_a_no_op() -> None:
-    obj = {"metadata": {"name": "x", "generation": 3}, "status": None}
-    first = statuses.ready_status(obj)
-    assert statuses.differs({}, first)
-    obj["status"] = first
-    assert not statuses.differs(first, statuses.ready_status(obj))
+def test_times_are_utc_to_the_second() -> None:
+    import datetime
+
+    moment = datetime.datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+    assert statuses.format_time(moment) == "2026-01-02T01:04:05Z"
