@@ -84,15 +84,26 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, rm.PLURAL)
-def on_model_event(memo: Runtime, name: str, namespace: str | None, **_: Any) -> None:
-    if namespace:
+def on_model_event(
+    memo: Runtime, type: str, name: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> None:
+    if namespace and not _echo_of_our_status_write(type, meta, status):
         memo.queue.add((namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, mv.PLURAL)
-def on_version_event(memo: Runtime, spec: kopf.Spec, namespace: str | None, **_: Any) -> None:
-    if namespace and (model := spec.get("model")):
+def on_version_event(
+    memo: Runtime, type: str, spec: kopf.Spec, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> None:
+    if namespace and (model := spec.get("model")) and not _echo_of_our_status_write(type, meta, status):
         memo.queue.add((namespace, model))
+
+
+def _echo_of_our_status_write(event_type: str, meta: kopf.Meta, status: kopf.Status) -> bool:
+    """An update whose status already describes its generation is the echo of the
+    operator's own status write (or a metadata-only edit): nothing to reconcile.
+    Skipping it halves the reads per change; the periodic resync still re-checks."""
+    return event_type == "MODIFIED" and meta.get("generation") == status.get("observedGeneration")
 
 
 _OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.dev/model": kopf.PRESENT}
