@@ -170,10 +170,11 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
         "name": "fetch-artifact",
         "image": operator_image,
         "args": ["fetch-artifact", "--uri", version.uri, "--sha256", version.digest, "--dest", ARTIFACT_PATH],
-        "env": _storage_env(storage),
         "volumeMounts": volume_mount,
         "securityContext": _restricted(),
     }
+    if env := _storage_env(storage):  # the API server drops an empty list; so do we
+        fetch["env"] = env
     return {
         "automountServiceAccountToken": False,
         "securityContext": {

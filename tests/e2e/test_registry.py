@@ -12,6 +12,7 @@ from tests.conftest import wait_for
 from tests.e2e.conftest import S3, Cluster, Operator
 from tests.e2e.registry import (
     BUCKET,
+    SERVING,
     apply,
     condition,
     events,
@@ -166,9 +167,10 @@ def test_steady_state_makes_no_writes_and_restart_redoes_nothing(
     if kube.audit_log is None:
         pytest.skip("only the local dev cluster has an audit log to count writes")
     art = upload(s3, store_checksum=False)
-    apply(kube, namespace, model_manifest("m"))
+    apply(kube, namespace, model_manifest("m", serving=SERVING))  # Deployments and Services count too
     apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, stage="Production"))
     first = wait_condition(kube, namespace, "m-1", "Ready", status_="True")
+    kube.kubectl("wait", "-n", namespace, "--for=condition=Available", "--timeout=60s", "deployment/m-1")
     kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=30s", "registeredmodel/m")
 
     def settled() -> int | None:
@@ -187,6 +189,8 @@ def test_steady_state_makes_no_writes_and_restart_redoes_nothing(
     after = status(kube, namespace, "m-1")
     assert after["artifact"]["verifiedAt"] == first["artifact"]["verifiedAt"], "verification was redone"
     assert len(operator_writes(kube.audit_log, namespace)) == baseline, "a restart wrote to the API"
+    reasons = {e["reason"] for e in kube.get_json("-n", namespace, "events")["items"]}
+    assert not reasons & {"DriftRepaired", "Recreated"}, "nobody touched the owned objects"
 
 
 def test_kopf_leaves_no_trace_on_user_objects(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:

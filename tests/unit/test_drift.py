@@ -23,3 +23,8 @@ def test_quantities_compare_by_value() -> None:
     assert find_drift({"cpu": 1}, {"cpu": "1"}) == []
     assert find_drift({"cpu": "1"}, {"cpu": "2"}) == [".cpu"]
     assert find_drift({"flag": True}, {"flag": 1}) == [".flag"]
+
+
+def test_empty_lists_and_maps_the_server_dropped_are_not_drift() -> None:
+    assert find_drift({"env": [], "labels": {}}, {}) == []
+    assert find_drift({"env": [{"name": "A"}]}, {}) == [".env"]

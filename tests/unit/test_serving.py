@@ -77,6 +77,7 @@ def test_an_autoscaled_deployment_leaves_replicas_out() -> None:
     dep = serving.render_deployment(model="m", serving=SERVE, version=ref(), stage=Stage.PRODUCTION, replicas=None,
                                     storage=serving.StorageEnv())  # fmt: skip
     assert "replicas" not in dep["spec"]
+    assert "env" not in dep["spec"]["template"]["spec"]["initContainers"][0]  # ambient credentials: nothing to set
 
 
 def test_services_select_the_version_or_nothing() -> None:
