@@ -22,6 +22,7 @@ def test_kubectl_and_server_report_the_pinned_release(kube: Cluster) -> None:
 def test_examples_become_ready(
     kube: Cluster, crds: Path, namespace: str, operator: Operator, example_artifacts: str
 ) -> None:
+    assert "modelversions.modelreg.dev" in kube.kubectl("apply", "-f", str(crds))  # the plain, client-side way
     kube.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES))
     for name in ("iris-1", "iris-2"):
         kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=60s", f"modelversion/{name}")

@@ -70,3 +70,8 @@ def cel(rule: str, message: str, *, reason: str | None = None) -> JsonDict:
 def immutable(path: str, hint: str) -> JsonDict:
     """Schema extra that makes a field unchangeable after create."""
     return {"x-kubernetes-validations": [cel("self == oldSelf", f"{path} is immutable: {hint}")]}
+
+
+def friendly(rule: str, message: str) -> JsonDict:
+    """A CEL twin of a pattern, whose message says what a valid value looks like."""
+    return {"x-kubernetes-validations": [cel(rule, message)]}

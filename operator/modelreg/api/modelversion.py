@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
-from modelreg.api.common import ApiModel, Condition, Stage, cel, immutable
+from modelreg.api.common import ApiModel, Condition, Stage, cel, friendly, immutable
 
 KIND = "ModelVersion"
 PLURAL = "modelversions"
@@ -18,14 +18,18 @@ S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 SHA256_HEX = r"^[a-f0-9]{64}$"
 VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._+-]*[A-Za-z0-9])?$"
 MAX_HISTORY = 20
+SHA256_RULE = friendly(f"self.matches('{SHA256_HEX}')", "must be 64 lowercase hexadecimal digits, as sha256sum prints")
 
 
 class Artifact(ApiModel):
     """Where the trained model is stored and what it must hash to."""
 
-    uri: Annotated[str, Field(pattern=S3_URI, max_length=2048)]
+    uri: Annotated[str, Field(pattern=S3_URI, max_length=2048, json_schema_extra=friendly(
+        f"self.matches('{S3_URI}')",
+        "must be s3://bucket/key for one object or s3://bucket/prefix/ for a directory; the bucket name has "
+        "3 to 63 lowercase letters, digits, dots or hyphens"))]  # fmt: skip
     """s3://bucket/key for one object, or s3://bucket/prefix/ (trailing slash) for a directory."""
-    sha256: Annotated[str | None, Field(pattern=SHA256_HEX)] = None
+    sha256: Annotated[str | None, Field(pattern=SHA256_HEX, max_length=64, json_schema_extra=SHA256_RULE)] = None
     """Expected SHA-256 (64 lowercase hex digits); for a prefix, of its sorted manifest."""
     format: Annotated[str | None, Field(max_length=64)] = None
     """Serialization format, e.g. onnx, safetensors, pickle (informational)."""
