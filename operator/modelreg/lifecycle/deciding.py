@@ -1,0 +1,270 @@
+"""Deciding: every version's effective stage and the one serving Production.
+
+Called through `lifecycle.plan`. The rules are DESIGN.md's: gates before
+Staging and Production; exactly one Production version, the newest passing
+request winning (ties to the higher version); a failing request never disturbs
+the serving version; with serving enabled, the switch happens only once the new
+version's rollout is Available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from modelreg import gates
+from modelreg.api.common import Stage
+from modelreg.api.modelversion import ModelVersionStatus
+from modelreg.api.registeredmodel import RegisteredModelSpec
+from modelreg.facts import Rollout, RolloutState
+from modelreg.lifecycle.records import (
+    ARTIFACT_VERIFIED,
+    ROLLED_OUT,
+    ModelInput,
+    Plan,
+    VersionInput,
+    Work,
+    timestamp,
+)
+from modelreg.lifecycle.reporting import finish
+from modelreg.versionorder import version_key
+
+
+def plan(
+    model: ModelInput | None,
+    versions: Sequence[VersionInput],
+    *,
+    now: datetime,
+    rollouts: Mapping[str, Rollout] | None = None,
+) -> Plan:
+    """Compute every status. `rollouts` is None when nothing is served (the
+    switch to a new Production version is then immediate)."""
+    # Request times keep sub-second precision, so a request made within the same
+    # second as another still counts as newer; everything else is to the second.
+    requested_now, now = now, now.replace(microsecond=0)
+    ordered = sorted(versions, key=lambda v: v.name)
+    by_name = {v.name: v for v in ordered}
+    original = _incumbent(ordered)
+    if model is None:
+        works = {v.name: _start(v, requested_now) for v in ordered}
+        for w in works.values():
+            _hold(w, "ModelNotFound", f"RegisteredModel {w.v.spec.model!r} does not exist in this namespace")
+        return finish(None, works, production=original.name if original else None, rolling_out=None, now=now)
+
+    # Decide against the serving version; when the decision switches to another
+    # version, decide again against that one, until nothing moves. The newest
+    # passing request only ever grows, so this ends, and planning on the result
+    # again changes nothing.
+    serving = original
+    for _ in range(len(ordered) + 2):
+        works = {v.name: _start(v, requested_now) for v in ordered}
+        for w in works.values():
+            w.verdicts += _metric_verdicts(w, model.spec, serving)
+        winner = _resolve_production(works, serving, rollouts)
+        production, rolling_out = _switch(works, serving, winner, rollouts)
+        decided = by_name[production] if production else None
+        if decided is serving:
+            break
+        serving = decided
+    for w in works.values():
+        if w.v.name not in (production, rolling_out) and w.v.spec.stage is not Stage.PRODUCTION:
+            _settle_lower_stage(w, was_production=original is not None and w.v.name == original.name)
+    return finish(model, works, production=production, rolling_out=rolling_out, now=now)
+
+
+def _start(v: VersionInput, now: datetime) -> Work:
+    check = v.artifact
+    if check is not None:
+        artifact = gates.Verdict(ARTIFACT_VERIFIED, check.ok, check.reason.value, check.message)
+        transient = check.transient
+    else:
+        artifact, transient = _previous_artifact_verdict(v.status)
+    requested_at = None
+    if v.spec.stage is Stage.PRODUCTION:
+        requested_at = v.status.production_requested_at or now
+    return Work(
+        v=v,
+        verdicts=[artifact],
+        artifact_ok=artifact.passed,
+        artifact_transient=transient,
+        requested_at=requested_at,
+        effective=v.status.stage or Stage.DEVELOPMENT,
+    )
+
+
+def _previous_artifact_verdict(status: ModelVersionStatus) -> tuple[gates.Verdict, bool]:
+    old = next((c for c in status.conditions if c.type == ARTIFACT_VERIFIED), None)
+    if old is None:
+        return gates.Verdict(ARTIFACT_VERIFIED, False, "Pending", "the artifact has not been verified yet"), True
+    return gates.Verdict(ARTIFACT_VERIFIED, old.status == "True", old.reason, old.message), old.status == "Unknown"
+
+
+def _incumbent(versions: Sequence[VersionInput]) -> VersionInput | None:
+    serving = [v for v in versions if v.status.stage is Stage.PRODUCTION]
+    if not serving:
+        return None
+    # Never more than one by construction; if an older operator left several, keep the newest.
+    return max(
+        serving, key=lambda v: (timestamp(v.status.production_requested_at), version_key(v.spec.version), v.name)
+    )
+
+
+def _metric_verdicts(w: Work, spec: RegisteredModelSpec, serving: VersionInput | None) -> list[gates.Verdict]:
+    thresholds = gates.check_thresholds(w.v.spec.metrics, spec.promotion.thresholds)
+    rule = spec.promotion.compare_to_production
+    if rule is not None and serving is not None and serving.name == w.v.name and w.v.spec.stage is Stage.PRODUCTION:
+        return [thresholds, gates.serving_itself()]
+    if serving is not None and serving.name == w.v.name:
+        serving = None  # leaving Production: there is nothing else to compare with
+    return [
+        thresholds,
+        gates.check_against_production(
+            w.v.spec.metrics,
+            spec.promotion.compare_to_production,
+            production_version=serving.spec.version if serving else None,
+            production_metrics=serving.spec.metrics if serving else None,
+            is_rollback=any(t.stage is Stage.PRODUCTION for t in w.v.status.history),
+        ),
+    ]
+
+
+def _resolve_production(
+    works: dict[str, Work], incumbent: VersionInput | None, rollouts: Mapping[str, Rollout] | None
+) -> Work | None:
+    """The version that should serve Production: the newest passing request
+    whose rollout has not failed."""
+    failed_now = {name: r.message for name, r in (rollouts or {}).items() if r.state is RolloutState.FAILED}
+    candidates = []
+    for w in works.values():
+        if w.v.spec.stage is not Stage.PRODUCTION:
+            continue
+        if incumbent is not None and w.v.name == incumbent.name:
+            candidates.append(w)  # already serving: gates were for entering, not for staying
+        elif _rollout_failed_before(w) or failed_now.get(w.v.name) is not None:
+            message = failed_now.get(w.v.name) or _condition_message(w.v.status, ROLLED_OUT)
+            _hold(w, "RolloutFailed", message or "the rollout missed its progress deadline", stalled=True)
+            w.phase = "Failed"
+        elif w.gates_pass():
+            candidates.append(w)
+        else:
+            _block(w)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda w: (timestamp(w.requested_at), version_key(w.v.spec.version), w.v.name))
+
+
+def _switch(
+    works: dict[str, Work],
+    incumbent: VersionInput | None,
+    winner: Work | None,
+    rollouts: Mapping[str, Rollout] | None,
+) -> tuple[str | None, str | None]:
+    """Apply the Production decision; returns (serving version, version rolling out).
+
+    A serving version whose spec left Production keeps serving while another
+    version is asked to replace it and cannot yet (rolling out, failed, blocked):
+    the endpoint is only ever handed over, never dropped in between.
+    """
+    serving = incumbent.name if incumbent is not None else None
+    demoted = works[serving] if serving and works[serving].v.spec.stage is not Stage.PRODUCTION else None
+    if winner is None:
+        if demoted is not None:
+            if not any(w.v.spec.stage is Stage.PRODUCTION for w in works.values()):
+                return None, None  # demoted, and nothing is asked to replace it
+            _hold(demoted, "KeptServing", "keeps serving Production: no other version can take over yet")
+        return serving, None
+    if winner.v.name != serving and rollouts is not None:
+        rollout = rollouts.get(winner.v.name, Rollout(RolloutState.PROGRESSING, "waiting for the Deployment"))
+        if rollout.state is RolloutState.PROGRESSING:
+            winner.phase, winner.waiting = "Promoting", "RolloutInProgress"
+            winner.message = rollout.message or "waiting for the new version's Deployment to become Available"
+            _supersede_others(works, keep={n for n in (serving, winner.v.name) if n})
+            if demoted is not None:
+                demoted.phase, demoted.waiting = "HandingOver", "HandingOver"
+                demoted.message = f"keeps serving Production until {winner.v.name} is Available"
+            return serving, winner.v.name
+    _enter(winner, Stage.PRODUCTION)
+    _supersede_others(works, keep={winner.v.name})
+    return winner.v.name, None
+
+
+def _supersede_others(works: dict[str, Work], *, keep: set[str]) -> None:
+    for w in works.values():
+        if w.v.name in keep or w.v.spec.stage is not Stage.PRODUCTION:
+            continue
+        lost_its_place = w.effective is Stage.PRODUCTION
+        if not lost_its_place and (w.stalled or w.waiting or w.phase == "Blocked"):
+            continue  # a failed request keeps its own reason
+        w.effective, w.reason = Stage.ARCHIVED, "Superseded"
+        w.note = "a newer Production request won; set spec.stage to Archived to acknowledge"
+        if w.stalled or w.waiting:
+            continue  # it lost its place, and could not get back in anyway: keep saying why
+        if lost_its_place and not w.gates_pass():
+            _block(w)
+            continue
+        w.message = w.note
+        w.phase, w.stalled = "Superseded", "Superseded"
+
+
+def _settle_lower_stage(w: Work, *, was_production: bool) -> None:
+    """Development, Staging and Archived requests (Production is handled by `_switch`)."""
+    target = w.v.spec.stage
+    gated = target is Stage.STAGING and not was_production and w.effective is not Stage.STAGING
+    if gated and not w.gates_pass():
+        _block(w)
+        return
+    _enter(w, target)
+
+
+def _enter(w: Work, stage: Stage) -> None:
+    if w.effective is stage:
+        return
+    previous, w.effective = w.effective, stage
+    if w.v.status.stage is None:
+        w.reason, w.note = "Registered", f"registered in {stage.value}"
+    elif stage is Stage.PRODUCTION:
+        rollback = any(t.stage is Stage.PRODUCTION for t in w.v.status.history)
+        w.reason = "RolledBack" if rollback else "Promoted"
+    elif stage is Stage.ARCHIVED:
+        w.reason = "Archived"
+    elif _rank(stage) < _rank(previous):
+        w.reason = "Demoted"
+    else:
+        w.reason = "Promoted"
+    if w.v.status.stage is not None:
+        w.note = f"{previous.value} → {stage.value}"
+
+
+def _rank(stage: Stage) -> int:
+    return [Stage.ARCHIVED, Stage.DEVELOPMENT, Stage.STAGING, Stage.PRODUCTION].index(stage)
+
+
+def _block(w: Work) -> None:
+    failed = w.failed_gates()
+    if w.artifact_transient:
+        w.phase, w.waiting = "Waiting", failed[0].reason
+        w.message = failed[0].message
+        return
+    w.phase, w.stalled = "Blocked", failed[0].reason
+    w.message = f"cannot enter {w.v.spec.stage.value}: " + "; ".join(f.message for f in failed)
+
+
+def _hold(w: Work, reason: str, message: str, *, stalled: bool = True) -> None:
+    w.phase = "Blocked"
+    w.message = message
+    if stalled:
+        w.stalled = reason
+    else:
+        w.waiting = reason
+
+
+def _rollout_failed_before(w: Work) -> bool:
+    old = next((c for c in w.v.status.conditions if c.type == ROLLED_OUT), None)
+    return bool(
+        old and old.status == "False" and old.reason == "RolloutFailed" and old.observed_generation == w.v.generation
+    )
+
+
+def _condition_message(status: ModelVersionStatus, type_: str) -> str:
+    old = next((c for c in status.conditions if c.type == type_), None)
+    return old.message if old else ""

@@ -1,0 +1,184 @@
+"""Reporting: the statuses, conditions, history and Events that say what was
+decided. Called by `lifecycle.deciding` at the end of a plan. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from modelreg import statuses
+from modelreg.api.common import Stage
+from modelreg.api.modelversion import MAX_HISTORY, ArtifactStatus, ModelVersionStatus, Transition
+from modelreg.api.registeredmodel import RegisteredModelStatus
+from modelreg.lifecycle.records import ARTIFACT_VERIFIED, ROLLED_OUT, Event, ModelInput, Plan, Work, timestamp
+from modelreg.versionorder import version_key
+
+
+def finish(
+    model: ModelInput | None, works: dict[str, Work], *, production: str | None, rolling_out: str | None, now: datetime
+) -> Plan:
+    at = statuses.format_time(now)
+    events: list[Event] = []
+    out: dict[str, ModelVersionStatus] = {}
+    for name, w in works.items():
+        out[name] = _version_status(w, at=at, now=now, rolling_out=rolling_out, events=events)
+    model_status = None
+    if model is not None:
+        model_status = _model_status(model, works, production=production, at=at, now=now, events=events)
+    retry = any(w.artifact_transient and w.v.artifact is not None for w in works.values())
+    return Plan(versions=out, model=model_status, events=events, production=production,
+                rolling_out=rolling_out, retry=retry)  # fmt: skip
+
+
+def _version_status(
+    w: Work, *, at: str, now: datetime, rolling_out: str | None, events: list[Event]
+) -> ModelVersionStatus:
+    old = w.v.status
+    prev_conditions = [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in old.conditions]
+    gen = w.v.generation
+    cond = []
+    for verdict in w.verdicts:
+        state = "True" if verdict.passed else ("Unknown" if verdict.gate == ARTIFACT_VERIFIED and
+                                                w.artifact_transient else "False")  # fmt: skip
+        cond.append(statuses.condition(prev_conditions, type_=verdict.gate, status=state, reason=verdict.reason,
+                                       message=verdict.message, generation=gen, at=at))  # fmt: skip
+    if w.v.name == rolling_out or w.phase == "Failed":
+        rolled = "False"
+        reason = "RolloutFailed" if w.phase == "Failed" else "RolloutInProgress"
+        cond.append(statuses.condition(prev_conditions, type_=ROLLED_OUT, status=rolled, reason=reason,
+                                       message=w.message, generation=gen, at=at))  # fmt: skip
+    elif w.effective is Stage.PRODUCTION:
+        cond.append(statuses.condition(prev_conditions, type_=ROLLED_OUT, status="True", reason="Available",
+                                       message="serving Production", generation=gen, at=at))  # fmt: skip
+    ready = w.effective is w.v.spec.stage and not w.stalled and not w.waiting and w.artifact_ok
+    if ready:
+        summary_reason, summary = "Ready", f"{w.effective.value}; artifact verified"
+    else:
+        summary_reason = w.stalled or w.waiting or ("Pending" if not w.artifact_ok else "Reconciling")
+        summary = w.message or _first_failure_message(w) or f"effective stage is {w.effective.value}"
+    reconciling = not ready and not w.stalled
+    cond += [
+        statuses.condition(prev_conditions, type_="Ready", status="True" if ready else "False",
+                           reason=summary_reason, message=summary, generation=gen, at=at),
+        statuses.condition(prev_conditions, type_="Reconciling", status="True" if reconciling else "False",
+                           reason=summary_reason if reconciling else "Reconciled",
+                           message=summary if reconciling else "", generation=gen, at=at),
+        statuses.condition(prev_conditions, type_="Stalled", status="True" if w.stalled else "False",
+                           reason=w.stalled or "NotStalled", message=summary if w.stalled else "",
+                           generation=gen, at=at),
+    ]  # fmt: skip
+    history = list(old.history)
+    if old.stage is not w.effective:
+        reason = w.reason or ("Registered" if old.stage is None else "Changed")
+        message = w.note or f"registered in {w.effective.value}"
+        history = [*history, Transition(stage=w.effective, time=now.replace(microsecond=0), reason=reason,
+                                        message=message)][-MAX_HISTORY:]  # fmt: skip
+        events.append(Event("ModelVersion", w.v.name, reason, f"{w.v.spec.model} version {w.v.spec.version}: "
+                            f"{message}"))  # fmt: skip
+    _gate_events(w, old, cond, events)
+    phase = w.phase if not ready else "Ready"
+    if not ready and phase == "Ready":
+        phase = "Pending" if not w.artifact_ok else "Reconciling"
+    return ModelVersionStatus.model_validate(
+        {
+            "observedGeneration": gen,
+            "stage": w.effective,
+            "phase": phase,
+            "artifact": _artifact_facts(w),
+            "productionRequestedAt": w.requested_at,
+            "deploymentName": old.deployment_name,
+            "history": history,
+            "conditions": cond,
+        }
+    )
+
+
+def _artifact_facts(w: Work) -> ArtifactStatus | None:
+    check = w.v.artifact
+    if check is not None and check.facts is not None:
+        return check.facts
+    if check is not None and not check.ok and not check.transient:
+        return None  # what was verified before no longer holds
+    return w.v.status.artifact
+
+
+def _first_failure_message(w: Work) -> str:
+    failed = w.failed_gates()
+    return failed[0].message if failed else ""
+
+
+def _gate_events(w: Work, old: ModelVersionStatus, cond: list[dict[str, object]], events: list[Event]) -> None:
+    """A Warning when a gate newly fails (not on every reconcile while it stays failed)."""
+    before = {c.type: (c.status, c.reason) for c in old.conditions}
+    gate_types = {v.gate for v in w.verdicts} | {ROLLED_OUT}
+    for c in cond:
+        type_ = str(c["type"])
+        if type_ in gate_types and c["status"] == "False" and before.get(type_) != (c["status"], c["reason"]):
+            events.append(Event("ModelVersion", w.v.name, str(c["reason"]), str(c["message"]), warning=True))
+    if w.stalled == "Superseded" and before.get("Stalled") != ("True", "Superseded"):
+        events.append(Event("ModelVersion", w.v.name, "Superseded", w.message, warning=True))
+
+
+def _model_status(
+    model: ModelInput,
+    works: dict[str, Work],
+    *,
+    production: str | None,
+    at: str,
+    now: datetime,
+    events: list[Event],
+) -> RegisteredModelStatus:
+    prev = [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in model.status.conditions]
+    gen = model.generation
+    by_name = {w.v.name: w for w in works.values()}
+    prod_version = by_name[production].v.spec.version if production else None
+    staging = [w for w in works.values() if w.effective is Stage.STAGING]
+    staging_version = None
+    if staging:
+        newest = max(staging, key=lambda w: (timestamp(_entered_at(w, now)), version_key(w.v.spec.version)))
+        staging_version = newest.v.spec.version
+    requests = sorted(w.v.spec.version for w in works.values() if w.v.spec.stage is Stage.PRODUCTION)
+    conflict = len(requests) > 1
+    pending = [w.v.name for w in works.values() if not w.stalled and (w.waiting or w.effective is not w.v.spec.stage)]
+    ready = not pending
+    conflict_msg = (f"{len(requests)} versions request Production ({', '.join(requests)}); only "
+                    f"{prod_version or 'one'} serves. Set the others to Archived.") if conflict else ""  # fmt: skip
+    message = f"Production: {prod_version or 'none'}; {len(works)} versions"
+    if pending:
+        message = f"waiting for {', '.join(sorted(pending))}"
+    cond = [
+        statuses.condition(prev, type_="Ready", status="True" if ready else "False",
+                           reason="Ready" if ready else "Reconciling", message=message, generation=gen, at=at),
+        statuses.condition(prev, type_="Reconciling", status="False" if ready else "True",
+                           reason="Reconciled" if ready else "VersionsPending", message="" if ready else message,
+                           generation=gen, at=at),
+        statuses.condition(prev, type_="Stalled", status="False", reason="NotStalled", message="",
+                           generation=gen, at=at),
+        statuses.condition(prev, type_="ConflictingProductionRequests", status="True" if conflict else "False",
+                           reason="MultipleRequests" if conflict else "NoConflict", message=conflict_msg,
+                           generation=gen, at=at),
+    ]  # fmt: skip
+    old_conflict = next((c for c in model.status.conditions if c.type == "ConflictingProductionRequests"), None)
+    if conflict and (old_conflict is None or old_conflict.status != "True"):
+        events.append(Event("RegisteredModel", model.name, "ConflictingProductionRequests", conflict_msg, warning=True))
+    if prod_version != model.status.production_version and prod_version is not None:
+        events.append(Event("RegisteredModel", model.name, "ProductionChanged",
+                            f"version {prod_version} serves Production"))  # fmt: skip
+    return RegisteredModelStatus.model_validate(
+        {
+            "observedGeneration": gen,
+            "productionVersion": prod_version,
+            "stagingVersion": staging_version,
+            "versionCount": len(works),
+            "endpoint": model.name if model.spec.serving is not None else None,
+            "conditions": cond,
+        }
+    )
+
+
+def _entered_at(w: Work, now: datetime) -> datetime | None:
+    if w.v.status.stage is not w.effective:
+        return now
+    for t in reversed(w.v.status.history):
+        if t.stage is w.effective:
+            return t.time
+    return None
