@@ -15,6 +15,13 @@ T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def local_cluster_only(is_local: bool, what: str) -> None:
+    """Some promises are the dev cluster's own (its state directory, audit log).
+    CI always runs on the dev cluster, so there a missing one is a failure."""
+    if not is_local:
+        unavailable(f"{what} needs the local dev cluster (--cluster=local)")
+
+
 def unavailable(message: str) -> None:
     """A test's cluster or S3 server is missing: fail in CI, skip on a laptop."""
     if IN_CI:

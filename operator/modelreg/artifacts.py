@@ -23,7 +23,7 @@ from modelreg.api.modelversion import ArtifactStatus
 from modelreg.facts import ArtifactCheck, ArtifactReason
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3 import S3Client as S3Client  # re-exported for callers' annotations
 else:
     S3Client = Any
 

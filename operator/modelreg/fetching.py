@@ -12,7 +12,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from modelreg import artifacts
 from modelreg.facts import ArtifactReason
@@ -32,7 +31,7 @@ _EXIT_CODES = {
 }
 
 
-def fetch_artifact(client: Any, *, uri: str, sha256: str, dest: Path) -> None:
+def fetch_artifact(client: artifacts.S3Client, *, uri: str, sha256: str, dest: Path) -> None:
     """Put the verified artifact at `dest` (a file, or a directory for a prefix)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest.parent))

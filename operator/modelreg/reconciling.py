@@ -148,7 +148,8 @@ def _apply_serving(
         name = obj["metadata"]["name"]
         live = (owned.services if obj["kind"] == "Service" else owned.deployments).get(name)
         obj = _stamped(obj)
-        if live is not None and not find_drift(_comparable(obj), live):
+        drift = find_drift(_comparable(obj), live) if live is not None else []
+        if live is not None and not drift:
             continue
         kube.apply_object(ctx.client, namespace, obj)
         writes += 1
@@ -158,8 +159,7 @@ def _apply_serving(
             events.append(lifecycle.Event(kind, target, "Recreated", f"{obj['kind']} {name} was deleted; recreated",
                                           warning=True))  # fmt: skip
         elif live is not None and _annotation(live) == _annotation(obj):
-            paths = ", ".join(find_drift(_comparable(obj), live)[:5])
-            message = f"{obj['kind']} {name} was changed ({paths}); restored"
+            message = f"{obj['kind']} {name} was changed ({', '.join(drift[:5])}); restored"
             events.append(lifecycle.Event(kind, target, "DriftRepaired", message, warning=True))
     for name in desired.delete:
         kube.delete_deployment(ctx.client, namespace, name)

@@ -24,7 +24,7 @@ import pytest
 
 from modelreg import artifacts
 from modelreg.devcluster import building, cluster, processes, s3server
-from modelreg.devcluster.demo import EXAMPLE_BUCKET
+from modelreg.devcluster.demo import EXAMPLE_BUCKET, seed_examples
 from tests.conftest import unavailable, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,9 +151,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
 @pytest.fixture(scope="session")
 def example_artifacts(s3: S3) -> str:
     """examples/artifacts uploaded to the bucket the example versions name."""
-    client = s3.client()
-    artifacts.ensure_bucket(client, EXAMPLE_BUCKET)
-    artifacts.upload_tree(client, root=REPO / "examples" / "artifacts", bucket=EXAMPLE_BUCKET)
+    seed_examples(s3.client(), REPO / "examples" / "artifacts")
     return EXAMPLE_BUCKET
 
 

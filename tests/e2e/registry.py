@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from modelreg import artifacts
 from tests.conftest import wait_for
 from tests.e2e.conftest import S3, Cluster
 
@@ -48,8 +49,6 @@ def upload(s3: S3, *, data: bytes | None = None, store_checksum: bool = True) ->
     """A fresh object with unique content; with `store_checksum` the store keeps its SHA-256."""
     data = data if data is not None else f"model weights {uuid.uuid4()}".encode()
     client = s3.client()
-    from modelreg import artifacts
-
     artifacts.ensure_bucket(client, BUCKET)
     key = f"models/{uuid.uuid4().hex}/model.bin"
     extra = {"ChecksumAlgorithm": "SHA256"} if store_checksum else {}

@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 
 from modelreg.devcluster import building, cluster
+from tests.conftest import local_cluster_only
 from tests.e2e.conftest import Cluster
 
 
 def test_second_up_in_the_same_directory_is_refused(kube: Cluster) -> None:
-    if kube.state is None:
-        pytest.skip("only the local dev cluster has a state directory")
+    local_cluster_only(kube.state is not None, "a second `up` in the same state directory")
+    assert kube.state is not None
     with pytest.raises(cluster.ClusterError, match="already running"):
         cluster.up(Path(kube.state.directory), bins=building.binaries())
 
 
 def test_down_stops_every_process_and_removes_the_data(kube: Cluster, tmp_path: Path) -> None:
-    if kube.state is None:
-        pytest.skip("only the local dev cluster can be started twice")
+    local_cluster_only(kube.state is not None, "starting and stopping a second dev cluster")
     directory = tmp_path / "second"
     state = cluster.up(directory, bins=building.binaries(), tie_to_parent=True)
     procs = list(state.processes.values())

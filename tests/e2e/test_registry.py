@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import wait_for
+from tests.conftest import local_cluster_only, wait_for
 from tests.e2e.conftest import S3, Cluster, Operator
 from tests.e2e.registry import (
     BUCKET,
@@ -164,8 +162,7 @@ def test_storage_outage_changes_nothing_and_recovers(kube: Cluster, s3: S3, name
 def test_steady_state_makes_no_writes_and_restart_redoes_nothing(
     kube: Cluster, s3: S3, namespace: str, operator: Operator
 ) -> None:
-    if kube.audit_log is None:
-        pytest.skip("only the local dev cluster has an audit log to count writes")
+    local_cluster_only(kube.audit_log is not None, "counting writes in the API server's audit log")
     art = upload(s3, store_checksum=False)
     apply(kube, namespace, model_manifest("m", serving=SERVING))  # Deployments and Services count too
     apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, stage="Production"))

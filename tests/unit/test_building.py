@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from modelreg.devcluster import building
 
 GO_MOD = """module k8s.io/kubernetes
@@ -44,14 +46,8 @@ def test_version_stamps_cover_server_and_client_packages() -> None:
         assert f"-X {pkg}.gitCommit=abc123" in flags
 
 
-def test_cache_root_follows_the_environment(monkeypatch: object, tmp_path: Path) -> None:
-    import pytest
-
-    mp = pytest.MonkeyPatch()
-    try:
-        mp.setenv("MODELREG_CACHE", str(tmp_path))
-        assert building.cache_root() == tmp_path
-        assert building.binaries().kubectl.parent.parent == tmp_path
-        assert building.missing(building.binaries())  # an empty cache misses everything
-    finally:
-        mp.undo()
+def test_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path))
+    assert building.cache_root() == tmp_path
+    assert building.binaries().kubectl.parent.parent == tmp_path
+    assert building.missing(building.binaries())  # an empty cache misses everything

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from modelreg.devcluster import processes
+from tests.conftest import wait_for
 
 
 def test_stop_kills_the_process_and_its_children(tmp_path: Path) -> None:
@@ -16,13 +17,7 @@ def test_stop_kills_the_process_and_its_children(tmp_path: Path) -> None:
         f"open({str(pidfile)!r}, 'w').write(str(c.pid)); time.sleep(60)"
     )
     proc = processes.start("parent", [sys.executable, "-c", script], log=tmp_path / "log", tie_to_parent=True)
-    for _ in range(100):
-        if pidfile.exists() and pidfile.read_text():
-            break
-        import time
-
-        time.sleep(0.05)
-    child_pid = int(pidfile.read_text())
+    child_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=10, what="the child's pid"))
     assert proc.alive()
 
     processes.stop(proc, timeout=5)

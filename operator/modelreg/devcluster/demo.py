@@ -62,12 +62,14 @@ def run_demo(*, examples: Path, namespace: str, directory: Path | None = None) -
 
 
 def seed_bucket(state: cluster.ClusterState, root: Path) -> None:
-    s3 = artifacts.new_s3_client(
-        endpoint=state.s3.endpoint,
-        region=state.s3.region,
-        access_key=state.s3.access_key,
-        secret_key=state.s3.secret_key,
-    )
-    artifacts.ensure_bucket(s3, EXAMPLE_BUCKET)
+    c = state.s3
+    client = artifacts.new_s3_client(endpoint=c.endpoint, region=c.region, access_key=c.access_key,
+                                     secret_key=c.secret_key)  # fmt: skip
+    seed_examples(client, root)
+
+
+def seed_examples(client: artifacts.S3Client, root: Path) -> None:
+    """examples/artifacts, uploaded where the example versions point (used by the tests too)."""
+    artifacts.ensure_bucket(client, EXAMPLE_BUCKET)
     if root.is_dir():
-        artifacts.upload_tree(s3, root=root, bucket=EXAMPLE_BUCKET)
+        artifacts.upload_tree(client, root=root, bucket=EXAMPLE_BUCKET)

@@ -142,7 +142,7 @@ def _resolve_production(
             candidates.append(w)  # already serving: gates were for entering, not for staying
         elif _rollout_failed_before(w) or failed_now.get(w.v.name) is not None:
             message = failed_now.get(w.v.name) or _condition_message(w.v.status, ROLLED_OUT)
-            _hold(w, "RolloutFailed", message or "the rollout missed its progress deadline", stalled=True)
+            _hold(w, "RolloutFailed", message or "the rollout missed its progress deadline")
             w.phase = "Failed"
         elif w.gates_pass():
             candidates.append(w)
@@ -249,13 +249,9 @@ def _block(w: Work) -> None:
     w.message = f"cannot enter {w.v.spec.stage.value}: " + "; ".join(f.message for f in failed)
 
 
-def _hold(w: Work, reason: str, message: str, *, stalled: bool = True) -> None:
-    w.phase = "Blocked"
-    w.message = message
-    if stalled:
-        w.stalled = reason
-    else:
-        w.waiting = reason
+def _hold(w: Work, reason: str, message: str) -> None:
+    """Stall a version for a reason its gates do not cover (no model, failed rollout, …)."""
+    w.phase, w.stalled, w.message = "Blocked", reason, message
 
 
 def _rollout_failed_before(w: Work) -> bool:
