@@ -149,7 +149,7 @@ class OwnedObjects:
 
     deployments: dict[str, Obj]
     services: dict[str, Obj]
-    autoscaled: set[str]  # Deployments an HPA scales
+    autoscaled: dict[str, int]  # Deployments an HPA scales → its minReplicas
 
 
 def read_owned(client: ApiClient, *, namespace: str, model: str) -> OwnedObjects:
@@ -158,7 +158,7 @@ def read_owned(client: ApiClient, *, namespace: str, model: str) -> OwnedObjects
     svcs = CoreV1Api(client).list_namespaced_service(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
     hpas = AutoscalingV2Api(client).list_namespaced_horizontal_pod_autoscaler(namespace, _request_timeout=_TIMEOUT)
     autoscaled = {
-        h.spec.scale_target_ref.name
+        h.spec.scale_target_ref.name: h.spec.min_replicas or 1
         for h in hpas.items
         if h.spec.scale_target_ref.kind == "Deployment" and h.spec.scale_target_ref.api_version in ("apps/v1", None)
     }
@@ -182,11 +182,42 @@ def apply_object(client: ApiClient, namespace: str, obj: Obj) -> None:
         raise ValueError(f"the operator does not own {obj['kind']} objects")
 
 
-def delete_deployment(client: ApiClient, namespace: str, name: str) -> None:
+def create_object(client: ApiClient, namespace: str, obj: Obj) -> Obj | None:
+    """Create an owned Deployment or Service. None when created; when the name is
+    taken, the object that holds it, so the caller can tell its own (adopt it)
+    from somebody else's (report the conflict, never take it over)."""
+    name, kind = obj["metadata"]["name"], obj["kind"]
+    kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_request_timeout": _TIMEOUT}
     try:
-        AppsV1Api(client).delete_namespaced_deployment(
-            name, namespace, propagation_policy="Background", _request_timeout=_TIMEOUT
-        )
+        if kind == "Deployment":
+            AppsV1Api(client).create_namespaced_deployment(namespace, obj, **kwargs)
+        elif kind == "Service":
+            CoreV1Api(client).create_namespaced_service(namespace, obj, **kwargs)
+        else:
+            raise ValueError(f"the operator does not own {kind} objects")
+        return None
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    if kind == "Deployment":
+        live = AppsV1Api(client).read_namespaced_deployment(name, namespace, _request_timeout=_TIMEOUT)
+    else:
+        live = CoreV1Api(client).read_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
+    taken: Obj = client.sanitize_for_serialization(live)
+    return taken
+
+
+def delete_owned(client: ApiClient, namespace: str, *, kind: str, name: str) -> None:
+    """Delete an owned Deployment or Service (the caller checked its owner)."""
+    try:
+        if kind == "Deployment":
+            AppsV1Api(client).delete_namespaced_deployment(
+                name, namespace, propagation_policy="Background", _request_timeout=_TIMEOUT
+            )
+        elif kind == "Service":
+            CoreV1Api(client).delete_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
+        else:
+            raise ValueError(f"the operator does not own {kind} objects")
     except ApiException as exc:
         if exc.status != 404:
             raise

@@ -26,7 +26,7 @@ from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus, Serving
 from modelreg.drift import find_drift
-from modelreg.facts import ArtifactCheck, ArtifactReason, Rollout
+from modelreg.facts import ArtifactCheck, ArtifactReason, Rollout, RolloutState
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class Context:
     # A verified artifact is re-checked (one HEAD) at most this often, unless its spec changes.
     recheck_seconds: float = 300.0
     s3_clients: dict[tuple[str | None, ...], Any] = field(default_factory=dict)
+    # (namespace, model) → owned-object name → why it could not be created: a name
+    # another owner holds. Read by the next reconcile as a failed rollout.
+    conflicts: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     verified: dict[tuple[str, int], float] = field(default_factory=dict)  # (uid, generation) → when
 
 
@@ -66,23 +69,32 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     if model_in is not None:
         inputs = _with_artifact_checks(ctx, namespace, model_in, inputs, now)
     served = model_in.spec.serving if model_in is not None else None
-    rollouts = _rollouts(model, served, inputs, owned) if served is not None else None
+    conflicts = ctx.conflicts.get((namespace, model), {})
+    rollouts = _rollouts(model, served, inputs, owned, conflicts) if served is not None else None
     plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts)
+    inputs = [v for v in inputs if v.name not in lifecycle.duplicates(inputs)]  # never deployed
 
     writes = 0
     objects = {obj["metadata"]["name"]: obj for obj in state.versions}
     deployed: dict[str, str] = {}
     events = list(plan.events)
     if state.model is None or (model_in is not None and served is None):
-        for name in owned.deployments:  # the model, or its serving spec, is gone: so is what served it
-            kube.delete_deployment(ctx.client, namespace, name)
-            writes += 1
+        # The model, or its serving spec, is gone: so is what served it (taking a
+        # model offline on purpose). Only objects whose owner is ours go.
+        owners = {("ModelVersion", v.name) for v in inputs}
+        if state.model is not None:
+            owners.add(("RegisteredModel", model))
+        for kind, objs in (("Deployment", owned.deployments), ("Service", owned.services)):
+            for name, live in objs.items():
+                if _controller(live) in owners:
+                    kube.delete_owned(ctx.client, namespace, kind=kind, name=name)
+                    writes += 1
     elif model_in is not None:  # (a spec we cannot read leaves serving as it is)
         changed, deployed, drift_events = _apply_serving(ctx, namespace, state.model, model_in, inputs, plan, owned)
         writes += changed
         events += drift_events
-    for name, desired in plan.versions.items():
-        desired = desired.model_copy(update={"deployment_name": deployed.get(name)})
+    for name in _status_write_order(plan, objects):
+        desired = plan.versions[name].model_copy(update={"deployment_name": deployed.get(name)})
         writes += _apply_version_status(ctx, objects[name], desired)
     if state.model is not None and plan.model is not None:
         writes += _apply_model_status(ctx, state.model, plan.model)
@@ -93,16 +105,43 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None)
 
 
+def _status_write_order(plan: lifecycle.Plan, objects: dict[str, Obj]) -> list[str]:
+    """Version statuses are separate writes, so their order is what a reader can
+    see in between: the version leaving Production is written first and the one
+    entering it last. A watcher may see no Production for the moment between
+    the two writes, never two (the Service has switched before either write)."""
+
+    def rank(name: str) -> int:
+        was = (objects[name].get("status") or {}).get("stage") == Stage.PRODUCTION.value
+        now = plan.versions[name].stage is Stage.PRODUCTION
+        return 0 if was and not now else 2 if now and not was else 1
+
+    return sorted(plan.versions, key=lambda name: (rank(name), name))
+
+
+def _controller(obj: Obj) -> tuple[str, str] | None:
+    """Kind and name of an object's controller. Not its uid: a ModelVersion
+    re-created from Git (same name, new uid) adopts what its predecessor ran."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next(((r.get("kind", ""), r.get("name", "")) for r in refs if r.get("controller")), None)
+
+
 def _rollouts(
-    model: str, served: Serving, inputs: list[lifecycle.VersionInput], owned: kube.OwnedObjects
+    model: str,
+    served: Serving,
+    inputs: list[lifecycle.VersionInput],
+    owned: kube.OwnedObjects,
+    conflicts: dict[str, str],
 ) -> dict[str, Rollout]:
     out = {}
     for v in inputs:
         name = serving.deployment_name(model, v.spec.version)
         live = owned.deployments.get(name)
-        if live is not None:
-            # An autoscaler decides the count; then one available Pod per its count is the bar.
-            want = 1 if name in owned.autoscaled else served.replicas
+        if name in conflicts:
+            out[v.name] = Rollout(RolloutState.FAILED, conflicts[name])
+        elif live is not None:
+            # With an autoscaler, its minimum is the capacity the switch waits for.
+            want = owned.autoscaled.get(name, served.replicas)
             out[v.name] = serving.rollout_of(live, want_replicas=want)
     return out
 
@@ -144,26 +183,45 @@ def _apply_serving(
     )
     writes, events = 0, []
     by_deployment = {serving.deployment_name(model_in.name, v.spec.version): v for v in inputs}
+    conflicts = ctx.conflicts.setdefault((namespace, model_in.name), {})
     for obj in desired.services + desired.deployments:
         name = obj["metadata"]["name"]
         live = (owned.services if obj["kind"] == "Service" else owned.deployments).get(name)
         obj = _stamped(obj)
-        drift = find_drift(_comparable(obj), live) if live is not None else []
-        if live is not None and not drift:
+        owner = by_deployment.get(name)
+        kind, target = ("ModelVersion", owner.name) if owner else ("RegisteredModel", model_in.name)
+        if live is None:
+            # Create, never apply: an apply would take over an object of the same
+            # name that another model (or a person) owns.
+            live = kube.create_object(ctx.client, namespace, obj)
+            if live is None:
+                conflicts.pop(name, None)
+                writes += 1
+                if _existed_before(obj, owner, model_in):
+                    message = f"{obj['kind']} {name} was deleted; recreated"
+                    events.append(lifecycle.Event(kind, target, "Recreated", message, warning=True))
+                continue
+        if _controller(live) != _controller(obj):
+            holder = "/".join(_controller(live) or ("nobody",))
+            message = (f"{obj['kind']} {name} already exists and belongs to {holder}, not to this model; left "
+                       "alone: rename or delete one of them")  # fmt: skip
+            if conflicts.get(name) != message:
+                events.append(lifecycle.Event(kind, target, "NameConflict", message, warning=True))
+            conflicts[name] = message
+            continue
+        conflicts.pop(name, None)
+        drift = find_drift(_comparable(obj), live)
+        if not drift:
             continue
         kube.apply_object(ctx.client, namespace, obj)
         writes += 1
-        owner = by_deployment.get(name)
-        kind, target = ("ModelVersion", owner.name) if owner else ("RegisteredModel", model_in.name)
-        if live is None and _existed_before(obj, owner, model_in):
-            events.append(lifecycle.Event(kind, target, "Recreated", f"{obj['kind']} {name} was deleted; recreated",
-                                          warning=True))  # fmt: skip
-        elif live is not None and _annotation(live) == _annotation(obj):
+        if _annotation(live) == _annotation(obj):
             message = f"{obj['kind']} {name} was changed ({', '.join(drift[:5])}); restored"
             events.append(lifecycle.Event(kind, target, "DriftRepaired", message, warning=True))
     for name in desired.delete:
-        kube.delete_deployment(ctx.client, namespace, name)
-        writes += 1
+        if _controller(owned.deployments[name]) in {("ModelVersion", v.name) for v in inputs}:
+            kube.delete_owned(ctx.client, namespace, kind="Deployment", name=name)
+            writes += 1
     deployed = {
         by_deployment[d["metadata"]["name"]].name: d["metadata"]["name"]
         for d in desired.deployments
@@ -233,9 +291,11 @@ def _version_input(obj: Obj) -> lifecycle.VersionInput | None:
     except ValidationError as exc:
         log.error("ModelVersion %s/%s has an invalid spec: %s", meta["namespace"], meta["name"], exc)
         return None
+    created = meta.get("creationTimestamp")
     return lifecycle.VersionInput(
         name=meta["name"],
         uid=meta.get("uid", ""),
+        created=datetime.datetime.fromisoformat(created) if isinstance(created, str) else created,
         generation=meta.get("generation", 0),
         spec=spec,
         status=_status(ModelVersionStatus, obj),

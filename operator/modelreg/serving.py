@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,7 +257,7 @@ def plan_serving(
     production: str | None,
     rolling_out: str | None,
     existing: set[str],
-    autoscaled: set[str],
+    autoscaled: Collection[str],
     retention: int,
     operator_image: str = DEFAULT_OPERATOR_IMAGE,
 ) -> ServingPlan:
@@ -325,6 +326,12 @@ def rollout_of(deployment: Obj, *, want_replicas: int) -> Rollout:
         and (progressing.get("reason") == "ProgressDeadlineExceeded")
     ):
         return Rollout(RolloutState.FAILED, f"Deployment {meta.get('name')}: {progressing.get('message', '')}".strip())
+    failure = conditions.get("ReplicaFailure", {})
+    if replicas > 0 and failure.get("status") == "True":
+        # Pods that cannot even be created (an invalid image reference, a quota):
+        # waiting for the progress deadline would only delay saying so.
+        reason = failure.get("reason", "ReplicaFailure")
+        return Rollout(RolloutState.FAILED, f"Deployment {meta.get('name')}: {reason}: {failure.get('message', '')}")
     ready = (
         current
         and replicas >= max(want_replicas, 1)

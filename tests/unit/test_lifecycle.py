@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+
 import pytest
 
 from modelreg import lifecycle
@@ -235,3 +238,112 @@ def test_a_demoted_serving_version_keeps_serving_when_its_replacement_fails() ->
     failed = lifecycle.plan(model(), [old, version("2", P, effective=S)], now=NOW,
                            rollouts={"iris-2": Rollout(RolloutState.FAILED, "deadline")})  # fmt: skip
     assert failed.production == "iris-1"
+
+
+SERVED = {"serving": {"image": "server:1"}}
+
+
+class TestServingNeverDrops:
+    """Issue 7, items 2-4: the endpoint is only ever handed over, never dropped."""
+
+    def test_a_demoted_serving_version_with_no_successor_keeps_serving(self) -> None:
+        # A GitOps sync applied "v1: Archived" before "v2: Production".
+        v1 = version("1", A, effective=P, requested_at=EARLIER)
+        plan = lifecycle.plan(model(**SERVED), [v1, version("2", S, effective=S)], now=NOW, rollouts={})
+        assert plan.production == "iris-1"
+        assert stages(plan) == {"iris-1": P, "iris-2": S}
+        assert plan.versions["iris-1"].phase == "Held"
+        assert condition(plan, "iris-1", "Reconciling") == ("True", "HeldServing")
+        assert condition(plan, "iris-1", "Stalled") == ("False", "NotStalled")
+        held = [e for e in plan.events if e.reason == "HeldServing"]
+        assert len(held) == 1
+        assert held[0].warning
+        assert "remove spec.serving" in held[0].message
+        again = replan(plan, model(**SERVED), [v1, version("2", S, effective=S)], rollouts={})
+        assert again.events == []  # one Event, not one per reconcile
+
+    def test_the_second_sync_step_hands_over(self) -> None:
+        v1 = version("1", A, effective=P, requested_at=EARLIER)
+        v2 = version("2", P, effective=S)
+        rolling = lifecycle.plan(model(**SERVED), [v1, v2], now=NOW, rollouts={})
+        assert rolling.production == "iris-1"
+        assert rolling.rolling_out == "iris-2"
+        done = lifecycle.plan(model(**SERVED), [v1, v2], now=NOW, rollouts={"iris-2": Rollout(RolloutState.AVAILABLE)})
+        assert stages(done) == {"iris-1": A, "iris-2": P}
+        lost = next(e for e in done.events if e.name == "iris-1" and e.reason == "Archived")
+        assert lost.warning  # losing Production is worth a person's attention
+
+    def test_without_serving_demoting_leaves_no_production(self) -> None:
+        plan = lifecycle.plan(model(), [version("1", A, effective=P, requested_at=EARLIER)], now=NOW)
+        assert plan.production is None
+
+    def test_a_failed_recheck_keeps_the_last_verified_digest_and_serving(self) -> None:
+        serving = version("1", P, effective=P, requested_at=EARLIER)
+        first = lifecycle.plan(model(**SERVED), [serving], now=NOW, rollouts={})
+        assert first.versions["iris-1"].artifact is not None
+        digest = first.versions["iris-1"].artifact.digest
+        for failure in (MISSING, MISMATCH):
+            failing = version("1", P, status=first.versions["iris-1"], artifact=failure)
+            plan = lifecycle.plan(model(**SERVED), [failing], now=NOW, rollouts={})
+            assert plan.production == "iris-1"
+            status = plan.versions["iris-1"]
+            assert status.stage is P
+            assert status.artifact is not None
+            assert status.artifact.digest == digest
+            verified = next(c for c in status.conditions if c.type == "ArtifactVerified")
+            assert verified.status == "False"
+            assert "keeps serving the last verified digest" in verified.message
+            assert any(e.reason == failure.reason.value and e.warning for e in plan.events)
+
+    def test_a_failed_recheck_blocks_a_new_rollout(self) -> None:
+        serving = version("1", P, effective=P, requested_at=EARLIER)
+        staged = version("2", S, effective=S)
+        first = lifecycle.plan(model(**SERVED), [serving, staged], now=NOW, rollouts={})
+        promote = version("2", P, status=first.versions["iris-2"], artifact=MISSING)
+        plan = lifecycle.plan(model(**SERVED), [serving, promote], now=NOW, rollouts={})
+        assert plan.production == "iris-1"
+        assert plan.rolling_out is None
+        assert stages(plan)["iris-2"] is S
+
+    def test_a_failing_serving_deployment_is_reported_and_keeps_serving(self) -> None:
+        serving = version("1", P, effective=P, requested_at=EARLIER)
+        rollouts = {"iris-1": Rollout(RolloutState.FAILED, "Deployment iris-1: FailedCreate: invalid image")}
+        plan = lifecycle.plan(model(**SERVED), [serving], now=NOW, rollouts=rollouts)
+        assert plan.production == "iris-1"
+        assert condition(plan, "iris-1", "RolledOut") == ("False", "ServingRolloutFailed")
+        assert condition(plan, "iris-1", "Ready")[0] == "False"
+        assert condition(plan, "iris-1", "Stalled") == ("True", "ServingRolloutFailed")
+
+    def test_a_rollout_in_progress_is_a_normal_event(self) -> None:
+        serving = version("1", P, effective=P, requested_at=EARLIER)
+        plan = lifecycle.plan(model(**SERVED), [serving, version("2", P, effective=S)], now=NOW, rollouts={})
+        started = [e for e in plan.events if e.reason == "RolloutInProgress"]
+        assert started
+        assert not any(e.warning for e in started)
+
+
+def created(v: lifecycle.VersionInput, *, name: str, minutes: int) -> lifecycle.VersionInput:
+    return dataclasses.replace(v, name=name, created=EARLIER + datetime.timedelta(minutes=minutes))
+
+
+class TestDuplicateVersions:
+    """Issue 7, item 6: two objects claiming one (model, version)."""
+
+    def test_the_older_object_keeps_the_version_and_the_newer_is_held(self) -> None:
+        old = created(version("1", P, effective=P, requested_at=EARLIER), name="iris-one", minutes=0)
+        new = created(version("1", P), name="iris-again", minutes=5)
+        plan = lifecycle.plan(model(**SERVED), [new, old], now=NOW, rollouts={})
+        assert plan.production == "iris-one"
+        assert stages(plan)["iris-again"] is D
+        assert condition(plan, "iris-again", "Stalled") == ("True", "DuplicateVersion")
+        assert "iris-one" in plan.versions["iris-again"].conditions[-1].message
+        assert plan.versions["iris-again"].production_requested_at is None
+        assert lifecycle.duplicates([new, old]) == {"iris-again"}
+
+    def test_a_newer_duplicate_never_serves_even_as_the_newest_request(self) -> None:
+        old = created(version("1", S, effective=S), name="iris-one", minutes=0)
+        new = created(version("1", P), name="aaa", minutes=5)  # sorts first, asks for more
+        plan = lifecycle.plan(model(**SERVED), [new, old], now=NOW, rollouts={})
+        assert plan.production is None
+        assert plan.rolling_out is None
+        assert [e for e in plan.events if e.name == "aaa" and e.reason == "DuplicateVersion"]

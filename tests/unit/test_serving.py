@@ -143,6 +143,12 @@ def deployment(
                                        "message": "m"}]}}  # fmt: skip
 
 
+def replica_failure(dep: dict) -> dict:  # type: ignore[type-arg]
+    failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "invalid image"}
+    dep["status"]["conditions"].append(failure)
+    return dep
+
+
 @pytest.mark.parametrize(
     ("dep", "want", "state"),
     [
@@ -153,6 +159,7 @@ def deployment(
         (deployment(3, available=3, observed=1), 3, RolloutState.PROGRESSING),  # our change not seen yet
         (deployment(3, available=0, progressing=("False", "ProgressDeadlineExceeded")), 3, RolloutState.FAILED),
         (deployment(0, available=0, progressing=("False", "ProgressDeadlineExceeded")), 3, RolloutState.PROGRESSING),
+        (replica_failure(deployment(2, available=0)), 2, RolloutState.FAILED),  # Pods cannot even be created
     ],
 )
 def test_rollout_state_of_a_deployment(dep: dict, want: int, state: RolloutState) -> None:  # type: ignore[type-arg]

@@ -6,7 +6,7 @@ holds the rules, `reporting` turns decisions into statuses and Events,
 `records` the data both share.
 """
 
-from modelreg.lifecycle.deciding import plan
+from modelreg.lifecycle.deciding import duplicates, plan
 from modelreg.lifecycle.records import ARTIFACT_VERIFIED, ROLLED_OUT, Event, ModelInput, Plan, VersionInput
 
-__all__ = ["ARTIFACT_VERIFIED", "ROLLED_OUT", "Event", "ModelInput", "Plan", "VersionInput", "plan"]
+__all__ = ["ARTIFACT_VERIFIED", "ROLLED_OUT", "Event", "ModelInput", "Plan", "VersionInput", "duplicates", "plan"]

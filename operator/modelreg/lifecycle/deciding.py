@@ -42,14 +42,17 @@ def plan(
     # Request times keep sub-second precision, so a request made within the same
     # second as another still counts as newer; everything else is to the second.
     requested_now, now = now, now.replace(microsecond=0)
-    ordered = sorted(versions, key=lambda v: v.name)
+    taken = duplicates(versions)
+    ordered = sorted((v for v in versions if v.name not in taken), key=lambda v: v.name)
     by_name = {v.name: v for v in ordered}
     original = _incumbent(ordered)
+    shadowed = {name: _duplicate(v, versions, requested_now) for v in versions if (name := v.name) in taken}
     if model is None:
         works = {v.name: _start(v, requested_now) for v in ordered}
         for w in works.values():
             _hold(w, "ModelNotFound", f"RegisteredModel {w.v.spec.model!r} does not exist in this namespace")
-        return finish(None, works, production=original.name if original else None, rolling_out=None, now=now)
+        return finish(None, works | shadowed, production=original.name if original else None, rolling_out=None,
+                      now=now)  # fmt: skip
 
     # Decide against the serving version; when the decision switches to another
     # version, decide again against that one, until nothing moves. The newest
@@ -61,7 +64,7 @@ def plan(
         for w in works.values():
             w.verdicts += _metric_verdicts(w, model.spec, serving)
         winner = _resolve_production(works, serving, rollouts)
-        production, rolling_out = _switch(works, serving, winner, rollouts)
+        production, rolling_out = _switch(works, serving, winner, rollouts, held=model.spec.serving is not None)
         decided = by_name[production] if production else None
         if decided is serving:
             break
@@ -69,7 +72,42 @@ def plan(
     for w in works.values():
         if w.v.name not in (production, rolling_out) and w.v.spec.stage is not Stage.PRODUCTION:
             _settle_lower_stage(w, was_production=original is not None and w.v.name == original.name)
-    return finish(model, works, production=production, rolling_out=rolling_out, now=now)
+    if production is not None:
+        _report_serving_rollout(works[production], rollouts)
+    return finish(model, works | shadowed, production=production, rolling_out=rolling_out, now=now)
+
+
+def duplicates(versions: Sequence[VersionInput]) -> set[str]:
+    """Object names of versions that repeat the `spec.version` of an older object
+    of the same model. The API server cannot refuse them (admission sees one
+    object at a time), so the oldest object keeps the version and the others are
+    held: two objects deploying one version would fight over one Deployment."""
+    first: dict[str, VersionInput] = {}
+    for v in sorted(versions, key=lambda v: (timestamp(v.created), v.name)):
+        first.setdefault(v.spec.version, v)
+    return {v.name for v in versions if first[v.spec.version].name != v.name}
+
+
+def _duplicate(v: VersionInput, versions: Sequence[VersionInput], now: datetime) -> Work:
+    owner = min((o for o in versions if o.spec.version == v.spec.version), key=lambda o: (timestamp(o.created), o.name))
+    w = _start(v, now)
+    w.requested_at = None
+    if w.effective in (Stage.PRODUCTION, Stage.STAGING):
+        w.effective, w.reason = Stage.ARCHIVED, "DuplicateVersion"
+        w.note = f"version {v.spec.version} belongs to ModelVersion {owner.name}"
+    _hold(w, "DuplicateVersion", f"ModelVersion {owner.name} already registers version {v.spec.version!r} of model "
+          f"{v.spec.model!r}; delete this object or give it another spec.version")  # fmt: skip
+    return w
+
+
+def _report_serving_rollout(w: Work, rollouts: Mapping[str, Rollout] | None) -> None:
+    """The serving version's own Deployment can fail too (a serving spec whose new
+    Pods cannot be created or never become ready): the old Pods keep serving, and
+    status must say that the change did not roll out."""
+    rollout = (rollouts or {}).get(w.v.name)
+    if rollout is not None and rollout.state is RolloutState.FAILED and not w.stalled:
+        _hold(w, "ServingRolloutFailed", f"{rollout.message}; the Pods that were serving keep serving")
+        w.phase = "Degraded"
 
 
 def _start(v: VersionInput, now: datetime) -> Work:
@@ -158,19 +196,33 @@ def _switch(
     incumbent: VersionInput | None,
     winner: Work | None,
     rollouts: Mapping[str, Rollout] | None,
+    *,
+    held: bool,
 ) -> tuple[str | None, str | None]:
     """Apply the Production decision; returns (serving version, version rolling out).
 
     A serving version whose spec left Production keeps serving while another
     version is asked to replace it and cannot yet (rolling out, failed, blocked):
-    the endpoint is only ever handed over, never dropped in between.
+    the endpoint is only ever handed over, never dropped in between. With
+    serving enabled (`held`) it also keeps serving when no other version asks
+    for Production at all: a GitOps sync may apply "v1: Archived" a moment (or
+    a retry) before "v2: Production", and the endpoint must not drop between
+    the two. Taking a model offline is explicit: remove `spec.serving`.
     """
     serving = incumbent.name if incumbent is not None else None
     demoted = works[serving] if serving and works[serving].v.spec.stage is not Stage.PRODUCTION else None
     if winner is None:
         if demoted is not None:
             if not any(w.v.spec.stage is Stage.PRODUCTION for w in works.values()):
-                return None, None  # demoted, and nothing is asked to replace it
+                if not held:
+                    return None, None  # nothing is served: the stage is only a record
+                demoted.phase, demoted.waiting = "Held", "HeldServing"
+                demoted.message = (
+                    f"spec.stage is {demoted.v.spec.stage.value}, but this version keeps serving Production until "
+                    "another version takes over; to take the model offline, remove spec.serving from "
+                    f"RegisteredModel {demoted.v.spec.model}"
+                )
+                return serving, None
             _hold(demoted, "KeptServing", "keeps serving Production: no other version can take over yet")
         return serving, None
     if winner.v.name != serving and rollouts is not None:

@@ -24,6 +24,7 @@ class VersionInput:
     status: ModelVersionStatus
     artifact: ArtifactCheck | None = None  # None: not checked this time; keep what status says
     uid: str = ""
+    created: datetime | None = None  # metadata.creationTimestamp: the older of two same-version objects wins
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,15 @@ def _version_status(
     for verdict in w.verdicts:
         state = "True" if verdict.passed else ("Unknown" if verdict.gate == ARTIFACT_VERIFIED and
                                                 w.artifact_transient else "False")  # fmt: skip
+        message = verdict.message
+        if verdict.gate == ARTIFACT_VERIFIED and not verdict.passed and w.effective in _DEPLOYED and old.artifact:
+            message += (f"; keeps serving the last verified digest {old.artifact.digest}; new rollouts that would "
+                        "fetch the artifact are blocked")  # fmt: skip
         cond.append(statuses.condition(prev_conditions, type_=verdict.gate, status=state, reason=verdict.reason,
-                                       message=verdict.message, generation=gen, at=at))  # fmt: skip
-    if w.v.name == rolling_out or w.phase == "Failed":
+                                       message=message, generation=gen, at=at))  # fmt: skip
+    if w.v.name == rolling_out or w.phase == "Failed" or w.stalled == "ServingRolloutFailed":
         rolled = "False"
-        reason = "RolloutFailed" if w.phase == "Failed" else "RolloutInProgress"
+        reason = {"Failed": "RolloutFailed", "Degraded": "ServingRolloutFailed"}.get(w.phase, "RolloutInProgress")
         cond.append(statuses.condition(prev_conditions, type_=ROLLED_OUT, status=rolled, reason=reason,
                                        message=w.message, generation=gen, at=at))  # fmt: skip
     elif w.effective is Stage.PRODUCTION:
@@ -53,7 +57,8 @@ def _version_status(
     if ready:
         summary_reason, summary = "Ready", f"{w.effective.value}; artifact verified"
     else:
-        summary_reason = w.stalled or w.waiting or ("Pending" if not w.artifact_ok else "Reconciling")
+        failed = w.failed_gates()
+        summary_reason = w.stalled or w.waiting or (failed[0].reason if failed else "Reconciling")
         summary = w.message or _first_failure_message(w) or f"effective stage is {w.effective.value}"
     reconciling = not ready and not w.stalled
     cond += [
@@ -72,8 +77,9 @@ def _version_status(
         message = w.note or f"registered in {w.effective.value}"
         history = [*history, Transition(stage=w.effective, time=now.replace(microsecond=0), reason=reason,
                                         message=message)][-MAX_HISTORY:]  # fmt: skip
+        # Losing Production deserves a person's attention even when it was asked for.
         events.append(Event("ModelVersion", w.v.name, reason, f"{w.v.spec.model} version {w.v.spec.version}: "
-                            f"{message}"))  # fmt: skip
+                            f"{message}", warning=old.stage is Stage.PRODUCTION))  # fmt: skip
     _gate_events(w, old, cond, events)
     phase = w.phase if not ready else "Ready"
     if not ready and phase == "Ready":
@@ -92,12 +98,16 @@ def _version_status(
     )
 
 
+_DEPLOYED = (Stage.PRODUCTION, Stage.STAGING)
+
+
 def _artifact_facts(w: Work) -> ArtifactStatus | None:
+    """The facts of the last successful verification. A failed re-check does not
+    erase them: the ArtifactVerified condition says it no longer holds, the gates
+    refuse new stages, and a version already deployed keeps serving that digest."""
     check = w.v.artifact
-    if check is not None and check.facts is not None:
+    if check is not None and check.facts is not None and check.ok:
         return check.facts
-    if check is not None and not check.ok and not check.transient:
-        return None  # what was verified before no longer holds
     return w.v.status.artifact
 
 
@@ -107,15 +117,22 @@ def _first_failure_message(w: Work) -> str:
 
 
 def _gate_events(w: Work, old: ModelVersionStatus, cond: list[dict[str, object]], events: list[Event]) -> None:
-    """A Warning when a gate newly fails (not on every reconcile while it stays failed)."""
+    """One Event when a gate newly fails or a version is newly held or stalled
+    (never again on every reconcile while it stays so). A rollout under way is a
+    normal step, not a Warning."""
     before = {c.type: (c.status, c.reason) for c in old.conditions}
     gate_types = {v.gate for v in w.verdicts} | {ROLLED_OUT}
+    said = set()
     for c in cond:
-        type_ = str(c["type"])
+        type_, reason = str(c["type"]), str(c["reason"])
         if type_ in gate_types and c["status"] == "False" and before.get(type_) != (c["status"], c["reason"]):
-            events.append(Event("ModelVersion", w.v.name, str(c["reason"]), str(c["message"]), warning=True))
-    if w.stalled == "Superseded" and before.get("Stalled") != ("True", "Superseded"):
-        events.append(Event("ModelVersion", w.v.name, "Superseded", w.message, warning=True))
+            events.append(Event("ModelVersion", w.v.name, reason, str(c["message"]),
+                                warning=reason != "RolloutInProgress"))  # fmt: skip
+            said.add(reason)
+    if w.stalled and w.stalled not in said and before.get("Stalled") != ("True", w.stalled):
+        events.append(Event("ModelVersion", w.v.name, w.stalled, w.message, warning=True))
+    if w.waiting == "HeldServing" and before.get("Reconciling") != ("True", "HeldServing"):
+        events.append(Event("ModelVersion", w.v.name, "HeldServing", w.message, warning=True))
 
 
 def _model_status(
