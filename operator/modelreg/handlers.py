@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from modelreg import kube, reconciling
+from modelreg import kube, reconciling, tampering
 from modelreg.api import GROUP, VERSION
 from modelreg.api import modelversion as mv
 from modelreg.api import registeredmodel as rm
@@ -103,6 +103,8 @@ def _echo_of_our_status_write(event_type: str, meta: kopf.Meta, status: kopf.Sta
     """An update whose status already describes its generation is the echo of the
     operator's own status write (or a metadata-only edit): nothing to reconcile.
     Skipping it halves the reads per change; the periodic resync still re-checks."""
+    if tampering.foreign_status_writer({"metadata": dict(meta)}) is not None:
+        return False  # somebody else wrote the status: look now, not at the next resync
     return event_type == "MODIFIED" and meta.get("generation") == status.get("observedGeneration")
 
 

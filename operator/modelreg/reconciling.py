@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
-from modelreg import artifacts, kube, lifecycle, serving
+from modelreg import artifacts, kube, lifecycle, serving, tampering
 from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus, Serving
@@ -66,6 +66,8 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     model_in = _model_input(state.model)
     parsed = [(obj, _version_input(obj)) for obj in state.versions]
     inputs = [v for _, v in parsed if v is not None]
+    forged = _forgeries(state.versions, inputs)
+    inputs = [dataclasses.replace(v, status=tampering.trusted(v.status)) if v.name in forged else v for v in inputs]
     if model_in is not None:
         inputs = _with_artifact_checks(ctx, namespace, model_in, inputs, now)
     served = model_in.spec.serving if model_in is not None else None
@@ -77,7 +79,10 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     writes = 0
     objects = {obj["metadata"]["name"]: obj for obj in state.versions}
     deployed: dict[str, str] = {}
-    events = list(plan.events)
+    events = list(plan.events) + [
+        lifecycle.Event("ModelVersion", name, "StatusRestored", message, warning=True)
+        for name, message in forged.items()
+    ]
     if state.model is None or (model_in is not None and served is None):
         # The model, or its serving spec, is gone: so is what served it (taking a
         # model offline on purpose). Only objects whose owner is ours go.
@@ -103,6 +108,25 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         if target is not None:
             kube.post_event(ctx.client, target, reason=event.reason, message=event.message, warning=event.warning)
     return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None)
+
+
+def _forgeries(objects: list[Obj], inputs: list[lifecycle.VersionInput]) -> dict[str, str]:
+    """Versions whose remembered status fields somebody else wrote, with a
+    different value than the operator's own history gives: name → message."""
+    out = {}
+    by_name = {obj["metadata"]["name"]: obj for obj in objects}
+    for v in inputs:
+        writer = tampering.foreign_status_writer(by_name[v.name])
+        truth = tampering.trusted(v.status)
+        if writer is not None and (truth.stage, truth.production_requested_at) != (
+            v.status.stage,
+            v.status.production_requested_at,
+        ):
+            was = v.status.stage.value if v.status.stage else "nothing"
+            now = truth.stage.value if truth.stage else "unset"
+            out[v.name] = (f"status.stage was set to {was} by {writer}, not by the operator; restored {now} "
+                           "(only the operator writes status)")  # fmt: skip
+    return out
 
 
 def _status_write_order(plan: lifecycle.Plan, objects: dict[str, Obj]) -> list[str]:
@@ -176,6 +200,7 @@ def _apply_serving(
         versions=placements,
         production=plan.production,
         rolling_out=plan.rolling_out,
+        staging=plan.staging,
         existing=set(owned.deployments),
         autoscaled=owned.autoscaled,
         retention=model_in.spec.retention.archived_deployments,

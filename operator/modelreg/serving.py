@@ -19,7 +19,7 @@ from modelreg.api.modelversion import KIND as VERSION_KIND
 from modelreg.api.registeredmodel import KIND as MODEL_KIND
 from modelreg.api.registeredmodel import Serving
 from modelreg.facts import Rollout, RolloutState
-from modelreg.versionorder import version_key
+from modelreg.versionorder import newest_key
 
 Obj = dict[str, Any]
 
@@ -257,6 +257,7 @@ def plan_serving(
     production: str | None,
     rolling_out: str | None,
     existing: set[str],
+    staging: str | None = None,
     autoscaled: Collection[str],
     retention: int,
     operator_image: str = DEFAULT_OPERATOR_IMAGE,
@@ -267,7 +268,7 @@ def plan_serving(
     # Newest first; versions archived within the same second go by version order.
     archived = sorted(
         (name for name, p in versions.items() if p.stage is Stage.ARCHIVED and p.ref is not None),
-        key=lambda n: (versions[n].since, version_key(versions[n].ref.version)),  # type: ignore[union-attr]
+        key=lambda n: newest_key(versions[n].since, versions[n].ref.version),  # type: ignore[union-attr]
         reverse=True,
     )
     kept_archived = set(archived[:retention])
@@ -292,9 +293,6 @@ def plan_serving(
             )
         elif dep_name in existing:
             delete.append(dep_name)
-    staging = [n for n, p in versions.items() if p.stage is Stage.STAGING and p.ref is not None]
-    newest_staging = max(staging, key=lambda n: (versions[n].since, version_key(versions[n].ref.version)),  # type: ignore[union-attr]
-                         default=None)  # fmt: skip
 
     def version_of(name: str | None) -> str | None:
         ref = versions[name].ref if name else None
@@ -304,9 +302,7 @@ def plan_serving(
         render_service(
             model=model, model_uid=model_uid, serving=serving, staging=False, version=version_of(production)
         ),
-        render_service(
-            model=model, model_uid=model_uid, serving=serving, staging=True, version=version_of(newest_staging)
-        ),
+        render_service(model=model, model_uid=model_uid, serving=serving, staging=True, version=version_of(staging)),
     ]
     return ServingPlan(deployments=deployments, delete=delete, services=services)
 

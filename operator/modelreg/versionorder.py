@@ -1,11 +1,14 @@
 """Order version strings the way people read them: numerically or by semver
-where both sides parse, else lexically. Pure; used to break ties between
-Production requests made at the same moment (a re-create from Git)."""
+where both sides parse, else lexically; and "the newest" of several versions,
+one answer for every place that asks (the winning Production request, the
+Staging version the staging Service selects, archived versions kept within
+retention). Pure."""
 
 from __future__ import annotations
 
 import functools
 import re
+from typing import Any
 
 _NUMERIC = re.compile(r"^v?(\d+(?:\.\d+)*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 
@@ -39,3 +42,9 @@ def compare_versions(a: str, b: str) -> int:
 
 
 version_key = functools.cmp_to_key(compare_versions)
+
+
+def newest_key(moment: float, version: str, name: str = "") -> tuple[float, Any, str]:
+    """Sort key for "newest": by time (epoch seconds), a tie (as when everything is
+    re-created from Git at once) to the higher version, then to the object name."""
+    return moment, version_key(version), name

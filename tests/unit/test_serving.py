@@ -102,11 +102,12 @@ def test_plan_deploys_production_rollout_and_staging() -> None:
                 "m-3": place(Stage.DEVELOPMENT, version="3"), "m-4": place(Stage.STAGING, version="4")}  # fmt: skip
     plan = serving.plan_serving(model="m", model_uid="u", serving=SERVE, storage=serving.StorageEnv(),
                                 versions=versions, production="m-1", rolling_out="m-2", existing=set(),
-                                autoscaled=set(), retention=2)  # fmt: skip
+                                autoscaled=set(), retention=2, staging="m-4")  # fmt: skip
     replicas = {d["metadata"]["name"]: d["spec"]["replicas"] for d in plan.deployments}
     assert replicas == {"m-1": 3, "m-2": 3, "m-4": 1}
     assert plan.delete == []
     assert plan.services[0]["spec"]["selector"]["modelreg.dev/version"] == "1"
+    assert plan.services[1]["spec"]["selector"]["modelreg.dev/version"] == "4"  # the lifecycle's answer
 
 
 def test_plan_keeps_the_newest_archived_within_retention_and_deletes_the_rest() -> None:

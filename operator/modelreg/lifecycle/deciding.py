@@ -27,7 +27,7 @@ from modelreg.lifecycle.records import (
     timestamp,
 )
 from modelreg.lifecycle.reporting import finish
-from modelreg.versionorder import version_key
+from modelreg.versionorder import newest_key
 
 
 def plan(
@@ -142,9 +142,7 @@ def _incumbent(versions: Sequence[VersionInput]) -> VersionInput | None:
     if not serving:
         return None
     # Never more than one by construction; if an older operator left several, keep the newest.
-    return max(
-        serving, key=lambda v: (timestamp(v.status.production_requested_at), version_key(v.spec.version), v.name)
-    )
+    return max(serving, key=lambda v: newest_key(timestamp(v.status.production_requested_at), v.spec.version, v.name))
 
 
 def _metric_verdicts(w: Work, spec: RegisteredModelSpec, serving: VersionInput | None) -> list[gates.Verdict]:
@@ -188,7 +186,7 @@ def _resolve_production(
             _block(w)
     if not candidates:
         return None
-    return max(candidates, key=lambda w: (timestamp(w.requested_at), version_key(w.v.spec.version), w.v.name))
+    return max(candidates, key=lambda w: newest_key(timestamp(w.requested_at), w.v.spec.version, w.v.name))
 
 
 def _switch(

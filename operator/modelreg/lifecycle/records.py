@@ -51,6 +51,7 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     production: str | None = None  # object name of the version serving Production
     rolling_out: str | None = None  # object name of the version whose rollout gates the switch
+    staging: str | None = None  # object name of the newest Staging version: the staging Service's
     retry: bool = False  # a transient failure: reconcile again with backoff
 
 

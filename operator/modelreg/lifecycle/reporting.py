@@ -10,7 +10,7 @@ from modelreg.api.common import Stage
 from modelreg.api.modelversion import MAX_HISTORY, ArtifactStatus, ModelVersionStatus, Transition
 from modelreg.api.registeredmodel import RegisteredModelStatus
 from modelreg.lifecycle.records import ARTIFACT_VERIFIED, ROLLED_OUT, Event, ModelInput, Plan, Work, timestamp
-from modelreg.versionorder import version_key
+from modelreg.versionorder import newest_key
 
 
 def finish(
@@ -21,11 +21,15 @@ def finish(
     out: dict[str, ModelVersionStatus] = {}
     for name, w in works.items():
         out[name] = _version_status(w, at=at, now=now, rolling_out=rolling_out, events=events)
+    in_staging = [w for w in works.values() if w.effective is Stage.STAGING]
+    newest = max(in_staging, key=lambda w: newest_key(timestamp(_entered_at(w, now)), w.v.spec.version, w.v.name),
+                 default=None)  # fmt: skip
+    staging = newest.v.name if newest else None
     model_status = None
     if model is not None:
-        model_status = _model_status(model, works, production=production, at=at, now=now, events=events)
+        model_status = _model_status(model, works, production=production, staging=staging, at=at, events=events)
     retry = any(w.artifact_transient and w.v.artifact is not None for w in works.values())
-    return Plan(versions=out, model=model_status, events=events, production=production,
+    return Plan(versions=out, model=model_status, events=events, production=production, staging=staging,
                 rolling_out=rolling_out, retry=retry)  # fmt: skip
 
 
@@ -140,19 +144,15 @@ def _model_status(
     works: dict[str, Work],
     *,
     production: str | None,
+    staging: str | None,
     at: str,
-    now: datetime,
     events: list[Event],
 ) -> RegisteredModelStatus:
     prev = [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in model.status.conditions]
     gen = model.generation
     by_name = {w.v.name: w for w in works.values()}
     prod_version = by_name[production].v.spec.version if production else None
-    staging = [w for w in works.values() if w.effective is Stage.STAGING]
-    staging_version = None
-    if staging:
-        newest = max(staging, key=lambda w: (timestamp(_entered_at(w, now)), version_key(w.v.spec.version)))
-        staging_version = newest.v.spec.version
+    staging_version = by_name[staging].v.spec.version if staging else None
     requests = sorted(w.v.spec.version for w in works.values() if w.v.spec.stage is Stage.PRODUCTION)
     conflict = len(requests) > 1
     pending = [w.v.name for w in works.values() if not w.stalled and (w.waiting or w.effective is not w.v.spec.stage)]
