@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Annotated
 
@@ -100,6 +101,33 @@ class ModelVersionSpec(ApiModel):
     """What changed in this version."""
 
 
+class Phase(enum.StrEnum):
+    """One word for where a version is, for `kubectl get` (conditions say why)."""
+
+    READY = "Ready"
+    """In its requested stage, artifact verified."""
+    PENDING = "Pending"
+    """The artifact is not verified yet (or no longer verifies)."""
+    RECONCILING = "Reconciling"
+    """On its way to the requested stage."""
+    WAITING = "Waiting"
+    """Waiting for the store to answer; retried with backoff."""
+    BLOCKED = "Blocked"
+    """A gate or a rule refuses the requested stage; the conditions say which."""
+    PROMOTING = "Promoting"
+    """Rolling out to Production; the previous version serves until this one is Available."""
+    HANDING_OVER = "HandingOver"
+    """Asked to leave Production; keeps serving until its successor is Available."""
+    HELD = "Held"
+    """Asked to leave Production with no successor: keeps serving (remove spec.serving to take the model offline)."""
+    SUPERSEDED = "Superseded"
+    """Asked for Production, but a newer request won."""
+    FAILED = "Failed"
+    """Its Production rollout failed; the previous version kept serving."""
+    DEGRADED = "Degraded"
+    """Serving, but a change to its Deployment did not roll out; the Pods that were serving keep serving."""
+
+
 class ArtifactStatus(ApiModel):
     """Facts the operator verified about the artifact."""
 
@@ -141,8 +169,8 @@ class ModelVersionStatus(ApiModel):
     """The metadata.generation this status describes."""
     stage: Stage | None = None
     """Effective stage: what the version really is, which may lag or differ from spec.stage."""
-    phase: str | None = None
-    """Pending, Verifying, Ready, Blocked or Failed."""
+    phase: Phase | None = None
+    """One word for where the version is; see the conditions for why."""
     artifact: ArtifactStatus | None = None
     """Verified artifact facts."""
     production_requested_at: Annotated[datetime | None, Field(alias="productionRequestedAt")] = None

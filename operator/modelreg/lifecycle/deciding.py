@@ -14,7 +14,7 @@ from datetime import datetime
 
 from modelreg import gates
 from modelreg.api.common import Stage
-from modelreg.api.modelversion import ModelVersionStatus
+from modelreg.api.modelversion import ModelVersionStatus, Phase
 from modelreg.api.registeredmodel import RegisteredModelSpec
 from modelreg.facts import Rollout, RolloutState
 from modelreg.lifecycle.records import (
@@ -107,7 +107,7 @@ def _report_serving_rollout(w: Work, rollouts: Mapping[str, Rollout] | None) -> 
     rollout = (rollouts or {}).get(w.v.name)
     if rollout is not None and rollout.state is RolloutState.FAILED and not w.stalled:
         _hold(w, "ServingRolloutFailed", f"{rollout.message}; the Pods that were serving keep serving")
-        w.phase = "Degraded"
+        w.phase = Phase.DEGRADED
 
 
 def _start(v: VersionInput, now: datetime) -> Work:
@@ -179,7 +179,7 @@ def _resolve_production(
         elif _rollout_failed_before(w) or failed_now.get(w.v.name) is not None:
             message = failed_now.get(w.v.name) or _condition_message(w.v.status, ROLLED_OUT)
             _hold(w, "RolloutFailed", message or "the rollout missed its progress deadline")
-            w.phase = "Failed"
+            w.phase = Phase.FAILED
         elif w.gates_pass():
             candidates.append(w)
         else:
@@ -214,7 +214,7 @@ def _switch(
             if not any(w.v.spec.stage is Stage.PRODUCTION for w in works.values()):
                 if not held:
                     return None, None  # nothing is served: the stage is only a record
-                demoted.phase, demoted.waiting = "Held", "HeldServing"
+                demoted.phase, demoted.waiting = Phase.HELD, "HeldServing"
                 demoted.message = (
                     f"spec.stage is {demoted.v.spec.stage.value}, but this version keeps serving Production until "
                     "another version takes over; to take the model offline, remove spec.serving from "
@@ -226,11 +226,11 @@ def _switch(
     if winner.v.name != serving and rollouts is not None:
         rollout = rollouts.get(winner.v.name, Rollout(RolloutState.PROGRESSING, "waiting for the Deployment"))
         if rollout.state is RolloutState.PROGRESSING:
-            winner.phase, winner.waiting = "Promoting", "RolloutInProgress"
+            winner.phase, winner.waiting = Phase.PROMOTING, "RolloutInProgress"
             winner.message = rollout.message or "waiting for the new version's Deployment to become Available"
             _supersede_others(works, keep={n for n in (serving, winner.v.name) if n})
             if demoted is not None:
-                demoted.phase, demoted.waiting = "HandingOver", "HandingOver"
+                demoted.phase, demoted.waiting = Phase.HANDING_OVER, "HandingOver"
                 demoted.message = f"keeps serving Production until {winner.v.name} is Available"
             return serving, winner.v.name
     _enter(winner, Stage.PRODUCTION)
@@ -243,7 +243,7 @@ def _supersede_others(works: dict[str, Work], *, keep: set[str]) -> None:
         if w.v.name in keep or w.v.spec.stage is not Stage.PRODUCTION:
             continue
         lost_its_place = w.effective is Stage.PRODUCTION
-        if not lost_its_place and (w.stalled or w.waiting or w.phase == "Blocked"):
+        if not lost_its_place and (w.stalled or w.waiting or w.phase is Phase.BLOCKED):
             continue  # a failed request keeps its own reason
         w.effective, w.reason = Stage.ARCHIVED, "Superseded"
         w.note = "a newer Production request won; set spec.stage to Archived to acknowledge"
@@ -253,7 +253,7 @@ def _supersede_others(works: dict[str, Work], *, keep: set[str]) -> None:
             _block(w)
             continue
         w.message = w.note
-        w.phase, w.stalled = "Superseded", "Superseded"
+        w.phase, w.stalled = Phase.SUPERSEDED, "Superseded"
 
 
 def _settle_lower_stage(w: Work, *, was_production: bool) -> None:
@@ -292,16 +292,16 @@ def _rank(stage: Stage) -> int:
 def _block(w: Work) -> None:
     failed = w.failed_gates()
     if w.artifact_transient:
-        w.phase, w.waiting = "Waiting", failed[0].reason
+        w.phase, w.waiting = Phase.WAITING, failed[0].reason
         w.message = failed[0].message
         return
-    w.phase, w.stalled = "Blocked", failed[0].reason
+    w.phase, w.stalled = Phase.BLOCKED, failed[0].reason
     w.message = f"cannot enter {w.v.spec.stage.value}: " + "; ".join(f.message for f in failed)
 
 
 def _hold(w: Work, reason: str, message: str) -> None:
     """Stall a version for a reason its gates do not cover (no model, failed rollout, …)."""
-    w.phase, w.stalled, w.message = "Blocked", reason, message
+    w.phase, w.stalled, w.message = Phase.BLOCKED, reason, message
 
 
 def _rollout_failed_before(w: Work) -> bool:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from modelreg import gates
 from modelreg.api.common import Stage
-from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus
+from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus, Phase
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus
 from modelreg.facts import ArtifactCheck
 
@@ -68,7 +68,7 @@ class Work:
     reason: str = ""  # why the effective stage changes, if it does
     note: str = ""  # the same for a person: history and Events
     message: str = ""  # why the version is held, waiting or stalled: conditions
-    phase: str = "Ready"
+    phase: Phase = Phase.READY
     stalled: str | None = None
     waiting: str | None = None
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from modelreg import statuses
 from modelreg.api.common import Stage
-from modelreg.api.modelversion import MAX_HISTORY, ArtifactStatus, ModelVersionStatus, Transition
+from modelreg.api.modelversion import MAX_HISTORY, ArtifactStatus, ModelVersionStatus, Phase, Transition
 from modelreg.api.registeredmodel import RegisteredModelStatus
 from modelreg.lifecycle.records import ARTIFACT_VERIFIED, ROLLED_OUT, Event, ModelInput, Plan, Work, timestamp
 from modelreg.versionorder import newest_key
@@ -49,9 +49,11 @@ def _version_status(
                         "fetch the artifact are blocked")  # fmt: skip
         cond.append(statuses.condition(prev_conditions, type_=verdict.gate, status=state, reason=verdict.reason,
                                        message=message, generation=gen, at=at))  # fmt: skip
-    if w.v.name == rolling_out or w.phase == "Failed" or w.stalled == "ServingRolloutFailed":
+    if w.v.name == rolling_out or w.phase in (Phase.FAILED, Phase.DEGRADED):
         rolled = "False"
-        reason = {"Failed": "RolloutFailed", "Degraded": "ServingRolloutFailed"}.get(w.phase, "RolloutInProgress")
+        reason = {Phase.FAILED: "RolloutFailed", Phase.DEGRADED: "ServingRolloutFailed"}.get(
+            w.phase, "RolloutInProgress"
+        )
         cond.append(statuses.condition(prev_conditions, type_=ROLLED_OUT, status=rolled, reason=reason,
                                        message=w.message, generation=gen, at=at))  # fmt: skip
     elif w.effective is Stage.PRODUCTION:
@@ -85,9 +87,9 @@ def _version_status(
         events.append(Event("ModelVersion", w.v.name, reason, f"{w.v.spec.model} version {w.v.spec.version}: "
                             f"{message}", warning=old.stage is Stage.PRODUCTION))  # fmt: skip
     _gate_events(w, old, cond, events)
-    phase = w.phase if not ready else "Ready"
-    if not ready and phase == "Ready":
-        phase = "Pending" if not w.artifact_ok else "Reconciling"
+    phase = w.phase if not ready else Phase.READY
+    if not ready and phase is Phase.READY:
+        phase = Phase.PENDING if not w.artifact_ok else Phase.RECONCILING
     return ModelVersionStatus.model_validate(
         {
             "observedGeneration": gen,
