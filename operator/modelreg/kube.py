@@ -174,12 +174,26 @@ def apply_object(client: ApiClient, namespace: str, obj: Obj) -> None:
     the fields we render (and only those) from whoever changed them."""
     name = obj["metadata"]["name"]
     kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": _APPLY, "_request_timeout": _TIMEOUT}
-    if obj["kind"] == "Deployment":
-        AppsV1Api(client).patch_namespaced_deployment(name, namespace, obj, **kwargs)
-    elif obj["kind"] == "Service":
-        CoreV1Api(client).patch_namespaced_service(name, namespace, obj, **kwargs)
-    else:
-        raise ValueError(f"the operator does not own {obj['kind']} objects")
+    try:
+        if obj["kind"] == "Deployment":
+            AppsV1Api(client).patch_namespaced_deployment(name, namespace, obj, **kwargs)
+        elif obj["kind"] == "Service":
+            CoreV1Api(client).patch_namespaced_service(name, namespace, obj, **kwargs)
+        else:
+            raise ValueError(f"the operator does not own {obj['kind']} objects")
+    except ApiException as exc:
+        if (refused := _refusal(exc)) is not None:
+            raise refused from exc
+        raise
+
+
+class Refused(Exception):
+    """The API server refused an object the operator rendered (invalid, or
+    forbidden); the message is the API server's own."""
+
+
+def _refusal(exc: ApiException) -> Refused | None:
+    return Refused(_reason(exc)) if exc.status in (400, 403, 422) else None
 
 
 def create_object(client: ApiClient, namespace: str, obj: Obj) -> Obj | None:
@@ -197,6 +211,8 @@ def create_object(client: ApiClient, namespace: str, obj: Obj) -> Obj | None:
             raise ValueError(f"the operator does not own {kind} objects")
         return None
     except ApiException as exc:
+        if (refused := _refusal(exc)) is not None:
+            raise refused from exc
         if exc.status != 409:
             raise
     if kind == "Deployment":

@@ -47,9 +47,11 @@ class Context:
     # A verified artifact is re-checked (one HEAD) at most this often, unless its spec changes.
     recheck_seconds: float = 300.0
     s3_clients: dict[tuple[str | None, ...], Any] = field(default_factory=dict)
-    # (namespace, model) → owned-object name → why it could not be created: a name
-    # another owner holds. Read by the next reconcile as a failed rollout.
-    conflicts: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # (namespace, model) → owned-object name → why it could not be written (a name
+    # another owner holds, or the API server's refusal). Read by the next reconcile:
+    # a failed rollout for a Deployment, a Stalled model. Lost on restart, and
+    # found again by the first write attempt.
+    refused: dict[tuple[str, str], dict[str, Refusal]] = field(default_factory=dict)
     verified: dict[tuple[str, int], float] = field(default_factory=dict)  # (uid, generation) → when
 
 
@@ -71,9 +73,9 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     if model_in is not None:
         inputs = _with_artifact_checks(ctx, namespace, model_in, inputs, now)
     served = model_in.spec.serving if model_in is not None else None
-    conflicts = ctx.conflicts.get((namespace, model), {})
-    rollouts = _rollouts(model, served, inputs, owned, conflicts) if served is not None else None
-    plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts)
+    refusals = {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
+    rollouts = _rollouts(model, served, inputs, owned, refusals) if served is not None else None
+    plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts, refusals=sorted(refusals.values()))
     inputs = [v for v in inputs if v.name not in lifecycle.duplicates(inputs)]  # never deployed
 
     writes = 0
@@ -107,7 +109,9 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         target = state.model if event.kind == "RegisteredModel" else objects.get(event.name)
         if target is not None:
             kube.post_event(ctx.client, target, reason=event.reason, message=event.message, warning=event.warning)
-    return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None)
+    # A refusal found (or cleared) by this reconcile reaches status in the next one.
+    changed = refusals != {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
+    return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None or changed)
 
 
 def _forgeries(objects: list[Obj], inputs: list[lifecycle.VersionInput]) -> dict[str, str]:
@@ -155,14 +159,14 @@ def _rollouts(
     served: Serving,
     inputs: list[lifecycle.VersionInput],
     owned: kube.OwnedObjects,
-    conflicts: dict[str, str],
+    refusals: dict[str, str],
 ) -> dict[str, Rollout]:
     out = {}
     for v in inputs:
         name = serving.deployment_name(model, v.spec.version)
         live = owned.deployments.get(name)
-        if name in conflicts:
-            out[v.name] = Rollout(RolloutState.FAILED, conflicts[name])
+        if name in refusals:
+            out[v.name] = Rollout(RolloutState.FAILED, refusals[name])
         elif live is not None:
             # With an autoscaler, its minimum is the capacity the switch waits for.
             want = owned.autoscaled.get(name, served.replicas)
@@ -208,41 +212,31 @@ def _apply_serving(
     )
     writes, events = 0, []
     by_deployment = {serving.deployment_name(model_in.name, v.spec.version): v for v in inputs}
-    conflicts = ctx.conflicts.setdefault((namespace, model_in.name), {})
+    refused = ctx.refused.setdefault((namespace, model_in.name), {})
     for obj in desired.services + desired.deployments:
         name = obj["metadata"]["name"]
         live = (owned.services if obj["kind"] == "Service" else owned.deployments).get(name)
         obj = _stamped(obj)
         owner = by_deployment.get(name)
         kind, target = ("ModelVersion", owner.name) if owner else ("RegisteredModel", model_in.name)
-        if live is None:
-            # Create, never apply: an apply would take over an object of the same
-            # name that another model (or a person) owns.
-            live = kube.create_object(ctx.client, namespace, obj)
-            if live is None:
-                conflicts.pop(name, None)
-                writes += 1
-                if _existed_before(obj, owner, model_in):
-                    message = f"{obj['kind']} {name} was deleted; recreated"
-                    events.append(lifecycle.Event(kind, target, "Recreated", message, warning=True))
-                continue
-        if _controller(live) != _controller(obj):
-            holder = "/".join(_controller(live) or ("nobody",))
-            message = (f"{obj['kind']} {name} already exists and belongs to {holder}, not to this model; left "
-                       "alone: rename or delete one of them")  # fmt: skip
-            if conflicts.get(name) != message:
-                events.append(lifecycle.Event(kind, target, "NameConflict", message, warning=True))
-            conflicts[name] = message
+        if name in refused and refused[name].stamp == _annotation(obj):
+            continue  # refused as it is: try again only once what we render changes
+        outcome, detail = _put(ctx, namespace, obj, live)
+        if outcome in ("conflict", "refused"):
+            if name not in refused or refused[name].message != detail:
+                reason = "NameConflict" if outcome == "conflict" else "ServingRefused"
+                events.append(lifecycle.Event(kind, target, reason, detail, warning=True))
+            refused[name] = Refusal(stamp=_annotation(obj) if outcome == "refused" else None, message=detail)
             continue
-        conflicts.pop(name, None)
-        drift = find_drift(_comparable(obj), live)
-        if not drift:
+        refused.pop(name, None)
+        if outcome == "unchanged":
             continue
-        kube.apply_object(ctx.client, namespace, obj)
         writes += 1
-        if _annotation(live) == _annotation(obj):
-            message = f"{obj['kind']} {name} was changed ({', '.join(drift[:5])}); restored"
-            events.append(lifecycle.Event(kind, target, "DriftRepaired", message, warning=True))
+        if outcome == "created" and _existed_before(obj, owner, model_in):
+            message = f"{obj['kind']} {name} was deleted; recreated"
+            events.append(lifecycle.Event(kind, target, "Recreated", message, warning=True))
+        elif outcome == "repaired":
+            events.append(lifecycle.Event(kind, target, "DriftRepaired", detail, warning=True))
     for name in desired.delete:
         if _controller(owned.deployments[name]) in {("ModelVersion", v.name) for v in inputs}:
             kube.delete_owned(ctx.client, namespace, kind="Deployment", name=name)
@@ -253,6 +247,42 @@ def _apply_serving(
         if d["metadata"]["name"] in by_deployment
     }
     return writes, deployed, events
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An owned object the operator could not write: a name another owner holds
+    (`stamp` None: checked again every reconcile), or an object the API server
+    refused (`stamp`: the hash of what was refused, not sent again unchanged)."""
+
+    stamp: str | None
+    message: str
+
+
+def _put(ctx: Context, namespace: str, obj: Obj, live: Obj | None) -> tuple[str, str]:
+    """Create, repair or leave one owned object: (outcome, detail), the outcome one
+    of created, applied, repaired, unchanged, conflict, refused."""
+    name = obj["metadata"]["name"]
+    try:
+        if live is None:
+            # Create, never apply: an apply would take over an object of the same
+            # name that another model (or a person) owns.
+            live = kube.create_object(ctx.client, namespace, obj)
+            if live is None:
+                return "created", ""
+        if _controller(live) != _controller(obj):
+            holder = "/".join(_controller(live) or ("nobody",))
+            return "conflict", (f"{obj['kind']} {name} already exists and belongs to {holder}, not to this "
+                                "model; left alone: rename or delete one of them")  # fmt: skip
+        drift = find_drift(_comparable(obj), live)
+        if not drift:
+            return "unchanged", ""
+        kube.apply_object(ctx.client, namespace, obj)
+    except kube.Refused as exc:
+        return "refused", f"the API server refused {obj['kind']} {name} as rendered from spec.serving: {exc}"
+    if _annotation(live) == _annotation(obj):  # what we wrote last time was changed by somebody else
+        return "repaired", f"{obj['kind']} {name} was changed ({', '.join(drift[:5])}); restored"
+    return "applied", ""
 
 
 _HASH_ANNOTATION = "modelreg.dev/applied-hash"

@@ -181,3 +181,26 @@ def test_pods_that_cannot_be_created_fail_the_rollout(
     assert "FailedCreate" in condition(st, "RolledOut")["message"]
     assert serving_version(kube, namespace, "m") == "1"
     assert status(kube, namespace, "m-1")["stage"] == "Production"
+
+
+def test_a_serving_spec_the_api_server_refuses_is_explained_and_serving_stays(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    serve(kube, s3, namespace)
+    generation = (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"]
+    # Accepted by the CRD schema, refused by Pod validation: an extended resource
+    # must be requested and limited alike.
+    bad = SERVING | {"resources": {"requests": {"example.com/widget": "1"}}}
+    apply(kube, namespace, model_manifest("m", serving=bad))
+    st = wait_condition(kube, namespace, "m", "Stalled", status_="True", reason="ServingRefused",
+                        kind="registeredmodel")  # fmt: skip
+    assert "the API server refused Deployment m-1" in condition(st, "Stalled")["message"]
+    assert condition(st, "Ready")["status"] == "False"
+    assert st["observedGeneration"] == kube.get_json("-n", namespace, "registeredmodel/m")["metadata"]["generation"]
+    assert reasons(kube, namespace, "m-1", type_="Warning").count("ServingRefused") == 1
+    assert serving_version(kube, namespace, "m") == "1"
+    assert (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"] == generation
+    apply(kube, namespace, model_manifest("m", serving=SERVING))  # fixed: the refusal clears
+    wait_condition(kube, namespace, "m", "Stalled", status_="False", kind="registeredmodel")
+    time.sleep(4)  # a resync later, still one Event: the refused object is not sent again and again
+    assert reasons(kube, namespace, "m-1", type_="Warning").count("ServingRefused") == 1

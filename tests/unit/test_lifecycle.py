@@ -347,3 +347,13 @@ class TestDuplicateVersions:
         assert plan.production is None
         assert plan.rolling_out is None
         assert [e for e in plan.events if e.name == "aaa" and e.reason == "DuplicateVersion"]
+
+
+def test_a_refused_serving_spec_stalls_the_model_with_the_api_servers_words() -> None:
+    why = "the API server refused Deployment iris-1 as rendered from spec.serving: Limit must be set"
+    plan = lifecycle.plan(model(**SERVED), [version("1", P, effective=P, requested_at=EARLIER)], now=NOW,
+                          rollouts={}, refusals=[why])  # fmt: skip
+    assert plan.model is not None
+    stalled = next(c for c in plan.model.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason, stalled.message) == ("True", "ServingRefused", why)
+    assert next(c for c in plan.model.conditions if c.type == "Ready").status == "False"

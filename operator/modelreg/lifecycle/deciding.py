@@ -36,9 +36,12 @@ def plan(
     *,
     now: datetime,
     rollouts: Mapping[str, Rollout] | None = None,
+    refusals: Sequence[str] = (),
 ) -> Plan:
     """Compute every status. `rollouts` is None when nothing is served (the
-    switch to a new Production version is then immediate)."""
+    switch to a new Production version is then immediate). `refusals` says why
+    owned objects could not be written (the API server refused what
+    `spec.serving` renders to, or a name is taken): the model is Stalled."""
     # Request times keep sub-second precision, so a request made within the same
     # second as another still counts as newer; everything else is to the second.
     requested_now, now = now, now.replace(microsecond=0)
@@ -74,7 +77,8 @@ def plan(
             _settle_lower_stage(w, was_production=original is not None and w.v.name == original.name)
     if production is not None:
         _report_serving_rollout(works[production], rollouts)
-    return finish(model, works | shadowed, production=production, rolling_out=rolling_out, now=now)
+    return finish(model, works | shadowed, production=production, rolling_out=rolling_out, now=now,
+                  refusals=refusals)  # fmt: skip
 
 
 def duplicates(versions: Sequence[VersionInput]) -> set[str]:

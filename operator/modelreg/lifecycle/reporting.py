@@ -3,6 +3,7 @@ decided. Called by `lifecycle.deciding` at the end of a plan. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from modelreg import statuses
@@ -14,7 +15,13 @@ from modelreg.versionorder import newest_key
 
 
 def finish(
-    model: ModelInput | None, works: dict[str, Work], *, production: str | None, rolling_out: str | None, now: datetime
+    model: ModelInput | None,
+    works: dict[str, Work],
+    *,
+    production: str | None,
+    rolling_out: str | None,
+    now: datetime,
+    refusals: Sequence[str] = (),
 ) -> Plan:
     at = statuses.format_time(now)
     events: list[Event] = []
@@ -27,7 +34,8 @@ def finish(
     staging = newest.v.name if newest else None
     model_status = None
     if model is not None:
-        model_status = _model_status(model, works, production=production, staging=staging, at=at, events=events)
+        model_status = _model_status(model, works, production=production, staging=staging, at=at, events=events,
+                                     refusals=refusals)  # fmt: skip
     retry = any(w.artifact_transient and w.v.artifact is not None for w in works.values())
     return Plan(versions=out, model=model_status, events=events, production=production, staging=staging,
                 rolling_out=rolling_out, retry=retry)  # fmt: skip
@@ -149,6 +157,7 @@ def _model_status(
     staging: str | None,
     at: str,
     events: list[Event],
+    refusals: Sequence[str],
 ) -> RegisteredModelStatus:
     prev = [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in model.status.conditions]
     gen = model.generation
@@ -158,19 +167,24 @@ def _model_status(
     requests = sorted(w.v.spec.version for w in works.values() if w.v.spec.stage is Stage.PRODUCTION)
     conflict = len(requests) > 1
     pending = [w.v.name for w in works.values() if not w.stalled and (w.waiting or w.effective is not w.v.spec.stage)]
-    ready = not pending
+    ready = not pending and not refusals
     conflict_msg = (f"{len(requests)} versions request Production ({', '.join(requests)}); only "
                     f"{prod_version or 'one'} serves. Set the others to Archived.") if conflict else ""  # fmt: skip
     message = f"Production: {prod_version or 'none'}; {len(works)} versions"
     if pending:
         message = f"waiting for {', '.join(sorted(pending))}"
+    stalled = "; ".join(refusals)
+    if stalled:
+        message = stalled
     cond = [
         statuses.condition(prev, type_="Ready", status="True" if ready else "False",
-                           reason="Ready" if ready else "Reconciling", message=message, generation=gen, at=at),
-        statuses.condition(prev, type_="Reconciling", status="False" if ready else "True",
-                           reason="Reconciled" if ready else "VersionsPending", message="" if ready else message,
-                           generation=gen, at=at),
-        statuses.condition(prev, type_="Stalled", status="False", reason="NotStalled", message="",
+                           reason="Ready" if ready else "ServingRefused" if stalled else "Reconciling",
+                           message=message, generation=gen, at=at),
+        statuses.condition(prev, type_="Reconciling", status="True" if pending and not stalled else "False",
+                           reason="VersionsPending" if pending and not stalled else "Reconciled",
+                           message=message if pending and not stalled else "", generation=gen, at=at),
+        statuses.condition(prev, type_="Stalled", status="True" if stalled else "False",
+                           reason="ServingRefused" if stalled else "NotStalled", message=stalled,
                            generation=gen, at=at),
         statuses.condition(prev, type_="ConflictingProductionRequests", status="True" if conflict else "False",
                            reason="MultipleRequests" if conflict else "NoConflict", message=conflict_msg,
