@@ -143,6 +143,21 @@ def apply_status(client: ApiClient, obj: Obj, status: Obj) -> None:
             raise
 
 
+def clear_status_fields(client: ApiClient, obj: Obj, fields: tuple[str, ...]) -> None:
+    """Remove status fields whoever owns them (a merge patch with nulls): a
+    server-side apply only removes fields its own manager owned."""
+    plural = rm.PLURAL if obj["kind"] == rm.KIND else mv.PLURAL
+    body = {"status": dict.fromkeys(fields)}
+    try:
+        CustomObjectsApi(client).patch_namespaced_custom_object_status(
+            GROUP, VERSION, obj["metadata"]["namespace"], plural, obj["metadata"]["name"], body,
+            field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json", _request_timeout=_TIMEOUT,
+        )  # fmt: skip
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
 @dataclass(frozen=True)
 class OwnedObjects:
     """The serving objects of one model, as plain dicts keyed by name."""

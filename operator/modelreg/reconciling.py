@@ -102,6 +102,10 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         events += drift_events
     for name in _status_write_order(plan, objects):
         desired = plan.versions[name].model_copy(update={"deployment_name": deployed.get(name)})
+        if name in forged:
+            # An apply cannot remove fields another writer owns; clear them first.
+            kube.clear_status_fields(ctx.client, objects[name], tampering.REMEMBERED)
+            writes += 1
         writes += _apply_version_status(ctx, objects[name], desired)
     if state.model is not None and plan.model is not None:
         writes += _apply_model_status(ctx, state.model, plan.model)

@@ -22,7 +22,7 @@ Obj = dict[str, Any]
 
 # The fields the lifecycle reads back as memory; a forgery of others (conditions,
 # phase) is simply overwritten by the next plan.
-_REMEMBERED = ("f:stage", "f:productionRequestedAt")
+REMEMBERED = ("stage", "productionRequestedAt")
 
 
 def foreign_status_writer(obj: Obj) -> str | None:
@@ -31,7 +31,7 @@ def foreign_status_writer(obj: Obj) -> str | None:
         if entry.get("subresource") != "status" or entry.get("manager") == FIELD_MANAGER:
             continue
         fields = ((entry.get("fieldsV1") or {}).get("f:status")) or {}
-        if any(name in fields for name in _REMEMBERED):
+        if any(f"f:{name}" in fields for name in REMEMBERED):
             return str(entry.get("manager") or "an unnamed client")
     return None
 
