@@ -52,3 +52,4 @@ class Rollout:
 
     state: RolloutState
     message: str = ""
+    available: int | None = None  # Pods available, when known

@@ -337,5 +337,6 @@ def rollout_of(deployment: Obj, *, want_replicas: int) -> Rollout:
     )
     if ready:
         return Rollout(RolloutState.AVAILABLE, f"Deployment {meta.get('name')} is Available")
-    available = status.get("availableReplicas", 0)
-    return Rollout(RolloutState.PROGRESSING, f"Deployment {meta.get('name')}: {available}/{replicas} Pods available")
+    available = int(status.get("availableReplicas", 0))
+    message = f"Deployment {meta.get('name')}: {available}/{replicas} Pods available"
+    return Rollout(RolloutState.PROGRESSING, message, available=available)

@@ -357,3 +357,17 @@ def test_a_refused_serving_spec_stalls_the_model_with_the_api_servers_words() ->
     stalled = next(c for c in plan.model.conditions if c.type == "Stalled")
     assert (stalled.status, stalled.reason, stalled.message) == ("True", "ServingRefused", why)
     assert next(c for c in plan.model.conditions if c.type == "Ready").status == "False"
+
+
+def test_a_serving_version_with_no_pod_available_is_not_ready() -> None:
+    serving = version("1", P, effective=P, requested_at=EARLIER)
+    empty = {"iris-1": Rollout(RolloutState.PROGRESSING, "Deployment iris-1: 0/2 Pods available", available=0)}
+    plan = lifecycle.plan(model(**SERVED), [serving], now=NOW, rollouts=empty)
+    assert plan.production == "iris-1"
+    assert condition(plan, "iris-1", "Ready") == ("False", "NoEndpoint")
+    assert plan.model is not None
+    assert next(c for c in plan.model.conditions if c.type == "Ready").status == "False"
+    partial = {"iris-1": Rollout(RolloutState.PROGRESSING, "Deployment iris-1: 1/2 Pods available", available=1)}
+    assert (
+        condition(lifecycle.plan(model(**SERVED), [serving], now=NOW, rollouts=partial), "iris-1", "Ready")[0] == "True"
+    )

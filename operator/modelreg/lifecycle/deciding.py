@@ -112,6 +112,10 @@ def _report_serving_rollout(w: Work, rollouts: Mapping[str, Rollout] | None) -> 
     if rollout is not None and rollout.state is RolloutState.FAILED and not w.stalled:
         _hold(w, "ServingRolloutFailed", f"{rollout.message}; the Pods that were serving keep serving")
         w.phase = Phase.DEGRADED
+    elif rollout is not None and rollout.available == 0 and not (w.stalled or w.waiting):
+        # Serving, and nothing behind the endpoint: never Ready (kwok nodes hide
+        # this; Pods that crash on a real node do not).
+        w.waiting, w.message = "NoEndpoint", f"{rollout.message}: the endpoint has nothing ready behind it"
 
 
 def _start(v: VersionInput, now: datetime) -> Work:
