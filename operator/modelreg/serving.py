@@ -15,8 +15,8 @@ from typing import Any
 
 from modelreg.api.common import API_VERSION, Stage
 from modelreg.api.modelversion import KIND as VERSION_KIND
+from modelreg.api.registeredmodel import ARTIFACT_PATH_ENV, Serving
 from modelreg.api.registeredmodel import KIND as MODEL_KIND
-from modelreg.api.registeredmodel import Serving
 from modelreg.facts import Rollout, RolloutState
 from modelreg.versionorder import version_key
 
@@ -156,7 +156,7 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
         "name": "server",
         "image": serving.image,
         "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
-        "env": [{"name": "MODEL_PATH", "value": ARTIFACT_PATH}]
+        "env": [{"name": ARTIFACT_PATH_ENV, "value": ARTIFACT_PATH}]
         + [{"name": e.name, "value": e.value} for e in serving.env],
         "volumeMounts": [{**volume_mount[0], "readOnly": True}],
         "securityContext": _restricted(),
