@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from modelreg import serving
+from modelreg.api.common import Stage
+from modelreg.api.registeredmodel import Serving
 from tests.e2e.conftest import Cluster
 
 SHA = "a" * 64
@@ -105,6 +108,13 @@ INVALID_ON_CREATE = [
      ("spec.serving.resources.requests", "resource names must be cpu, memory")),
     ("resource kubernetes.io", model(spec__serving__resources={"limits": {"kubernetes.io/gpu": 1}}),
      ("spec.serving.resources.limits", "resource names must be cpu, memory")),
+    ("gpu request without limit", model(spec__serving__resources={"requests": {"nvidia.com/gpu": 1}}),
+     ("spec.serving.resources", "cannot be overcommitted")),
+    ("hugepages below limit", model(spec__serving__resources={"requests": {"hugepages-2Mi": "32Mi"},
+                                                               "limits": {"hugepages-2Mi": "64Mi"}}),
+     ("spec.serving.resources", "cannot be overcommitted")),
+    ("gpu fraction", model(spec__serving__resources={"limits": {"nvidia.com/gpu": "500m"}}),
+     ("spec.serving.resources.limits", "counted in whole units")),
     ("image whitespace", model(spec__serving__image="registry.example.com/server:1 --privileged"),
      ("spec.serving.image", "must be an image reference without whitespace")),
     ("env MODEL_PATH", model(spec__serving__env=[{"name": "MODEL_PATH", "value": "/tmp"}]),
@@ -146,6 +156,7 @@ VALID_ON_CREATE = [
         "requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1G", "hugepages-2Mi": "64Mi",
                      "nvidia.com/gpu": 1},
         "limits": {"cpu": 1, "memory": "1Gi", "hugepages-2Mi": "64Mi", "nvidia.com/gpu": 1}})),
+    ("gpu limit only", model(spec__serving__resources={"limits": {"example.com/fpga": "2"}})),
     ("request without limit", model(spec__serving__resources={"requests": {"cpu": "4"}, "limits": {"memory": "1e9"}})),
     ("env", model(spec__serving__env=[{"name": "MODEL_DIR", "value": "/models"}, {"name": "B"}])),
     ("prefix", version(spec__artifact__uri="s3://bucket/models/iris/")),
@@ -177,6 +188,33 @@ def test_invalid_manifest_is_rejected(kube: Cluster, crds: Path, namespace: str,
 def test_valid_manifest_near_the_limits_is_accepted(kube: Cluster, crds: Path, namespace: str, obj: dict) -> None:  # type: ignore[type-arg]
     out = _apply(kube, namespace, obj, "--dry-run=server")
     assert out.returncode == 0, out.stderr
+
+
+# Pod validation takes names under kubernetes.io/ as native resources, but no node offers
+# one to containers: a Pod asking for it would never be scheduled, so the model refuses it.
+STRICTER_THAN_PODS = {"resource kubernetes.io"}
+RESOURCE_CASES = [(c[0], c[1]["spec"]["serving"]["resources"], c[0] in STRICTER_THAN_PODS) for c in INVALID_ON_CREATE
+                  if "resources" in c[1].get("spec", {}).get("serving", {})] + [
+                 (c[0], c[1]["spec"]["serving"]["resources"], True) for c in VALID_ON_CREATE
+                  if "resources" in c[1].get("spec", {}).get("serving", {})]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("resources", "deployment_ok"), [c[1:] for c in RESOURCE_CASES], ids=[c[0] for c in RESOURCE_CASES]
+)
+def test_resources_are_admitted_exactly_when_their_deployment_would_be(
+    kube: Cluster, crds: Path, namespace: str, resources: dict[str, Any], deployment_ok: bool
+) -> None:
+    # The rules stand in for Pod validation: what the model admits must render into a
+    # Deployment the API server takes, and what it refuses, into one it refuses
+    # (but for STRICTER_THAN_PODS).
+    spec = Serving.model_validate({"image": "registry.example.com/server:1", "resources": resources})
+    ref = serving.VersionRef(name="m-1", uid="00000000-0000-0000-0000-000000000001", version="1",
+                             uri="s3://bucket/m.bin", digest=SHA)  # fmt: skip
+    deployment = serving.render_deployment(model="m", serving=spec, version=ref, stage=Stage.PRODUCTION, replicas=1,
+                                           storage=serving.StorageEnv())  # fmt: skip
+    out = _apply(kube, namespace, deployment, "--dry-run=server")
+    assert (out.returncode == 0) == deployment_ok, out.stderr or out.stdout
 
 
 def test_a_huge_metrics_map_is_refused(kube: Cluster, crds: Path, namespace: str) -> None:

@@ -36,7 +36,11 @@ _RESOURCE_NAME_RULE = cel(
     "resource names must be cpu, memory, ephemeral-storage, hugepages-<size> (e.g. hugepages-2Mi) or an "
     "extended resource with a domain prefix (e.g. nvidia.com/gpu)",
 )
-_RESOURCE_MAP = {"maxProperties": 16, **rules(_RESOURCE_NAME_RULE)}
+_WHOLE_EXTENDED_RULE = cel(
+    "self.all(k, !k.contains('/') || !isQuantity(string(self[k])) || quantity(string(self[k])).isInteger())",
+    "extended resources (such as nvidia.com/gpu) are counted in whole units, e.g. 1 or 2",
+)
+_RESOURCE_MAP = {"maxProperties": 16, **rules(_RESOURCE_NAME_RULE, _WHOLE_EXTENDED_RULE)}
 
 
 class EnvVar(ApiModel):
@@ -57,13 +61,22 @@ class Resources(ApiModel):
         " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
         "each request must be at most the limit of the same resource: a Pod whose request exceeds its "
         "limit is refused",
+    ), cel(
+        # Pods may not overcommit huge pages or extended resources.
+        "!has(self.requests) || self.requests.all(k, !(k.contains('/') || k.startsWith('hugepages-'))"
+        " || (has(self.limits) && k in self.limits && (!isQuantity(string(self.requests[k]))"
+        " || !isQuantity(string(self.limits[k]))"
+        " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) == 0)))",
+        "hugepages-<size> and extended resources (such as nvidia.com/gpu) cannot be overcommitted: give each "
+        "a limit, and a request only if it equals that limit",
     )))  # fmt: skip
 
     requests: Annotated[dict[str, Quantity], Field(json_schema_extra=_RESOURCE_MAP)] = {}
     """Minimum resources, e.g. {cpu: 500m, memory: 1Gi}. Names: cpu, memory, ephemeral-storage,
     hugepages-<size>, or an extended resource with a domain prefix such as nvidia.com/gpu."""
     limits: Annotated[dict[str, Quantity], Field(json_schema_extra=_RESOURCE_MAP)] = {}
-    """Maximum resources; each request must be at most its limit."""
+    """Maximum resources; each request must be at most its limit (equal, for hugepages-<size> and extended
+    resources, which need a limit)."""
 
 
 class ReadinessProbe(ApiModel):
