@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from modelreg import serving
 from modelreg.api.common import Stage
 from modelreg.api.registeredmodel import Serving
+from tests.conftest import wait_for
 from tests.e2e.conftest import Cluster
 
 SHA = "a" * 64
@@ -215,6 +217,26 @@ def test_resources_are_admitted_exactly_when_their_deployment_would_be(
                                            storage=serving.StorageEnv())  # fmt: skip
     out = _apply(kube, namespace, deployment, "--dry-run=server")
     assert (out.returncode == 0) == deployment_ok, out.stderr or out.stdout
+
+
+def test_a_model_stored_before_the_name_rules_can_still_be_updated(kube: Cluster, crds: Path, namespace: str) -> None:
+    # Install the CRD as it was before the name rules, store a model they refuse, then
+    # bring the checked-in CRD back: new names are refused, the stored model stays editable.
+    crd = yaml.safe_load((crds / "modelreg.dev_registeredmodels.yaml").read_text())
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].pop("x-kubernetes-validations")
+    legacy = model(metadata__name="legacy-staging")
+    try:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(crd))
+        wait_for(lambda: _apply(kube, namespace, legacy).returncode == 0, timeout=30, what="the rule-less CRD")
+    finally:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
+    refused = model(metadata__name="fresh-staging")
+    wait_for(lambda: _apply(kube, namespace, refused, "--dry-run=server").returncode != 0, timeout=30,
+             what="the checked-in CRD to refuse -staging names again")  # fmt: skip
+    out = _apply(kube, namespace, model(metadata__name="legacy-staging", spec__description="still editable"))
+    assert out.returncode == 0, out.stderr
+    stored = kube.get_json("-n", namespace, "registeredmodel/legacy-staging")
+    assert stored["spec"]["description"] == "still editable"
 
 
 def test_a_huge_metrics_map_is_refused(kube: Cluster, crds: Path, namespace: str) -> None:

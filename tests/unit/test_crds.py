@@ -65,15 +65,19 @@ def test_versions_have_cel_rules_and_list_maps() -> None:
 def test_model_names_are_checked_on_the_root_schema_and_on_spec_model() -> None:
     crds = custom_resource_definitions()
     root = crds["modelreg.dev_registeredmodels.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    on_create = "oldSelf.hasValue() || "
     assert [r["rule"] for r in root["x-kubernetes-validations"]] == [
-        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-        "size(self.metadata.name) <= 52",
-        "!self.metadata.name.endsWith('-staging')",
+        on_create + "(self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))",
+        on_create + "(size(self.metadata.name) <= 52)",
+        on_create + "(!self.metadata.name.endsWith('-staging'))",
     ]
+    assert all(r["optionalOldSelf"] for r in root["x-kubernetes-validations"])
     mv_root = crds["modelreg.dev_modelversions.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     model_rules = mv_root["properties"]["spec"]["properties"]["model"]["x-kubernetes-validations"]
-    assert [r["rule"] for r in model_rules[1:]] == [r["rule"].replace("self.metadata.name", "self")
-                                                   for r in root["x-kubernetes-validations"]]  # fmt: skip
+    assert [r["rule"] for r in model_rules[1:]] == [
+        r["rule"].removeprefix(on_create)[1:-1].replace("self.metadata.name", "self")
+        for r in root["x-kubernetes-validations"]
+    ]
 
 
 def test_objects_stored_before_the_admission_rules_still_parse() -> None:

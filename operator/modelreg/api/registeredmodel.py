@@ -15,11 +15,14 @@ PLURAL = "registeredmodels"
 SINGULAR = "registeredmodel"
 
 # metadata.name names the model's Services and Deployments (checked on the root schema,
-# the only place a CRD's rules can read metadata.name).
+# the only place a CRD's rules can read metadata.name). A name never changes, so it is
+# checked on create only: a model stored before these rules can still be updated
+# (validation ratcheting does not cover the root, which changes with every update).
 NAME_RULES = [
-    {**rule, "fieldPath": ".metadata.name", "reason": "FieldValueInvalid"}
+    {**rule, "rule": f"oldSelf.hasValue() || ({rule['rule']})", "optionalOldSelf": True,
+     "fieldPath": ".metadata.name", "reason": "FieldValueInvalid"}
     for rule in model_name_rules("self.metadata.name")
-]
+]  # fmt: skip
 
 ARTIFACT_PATH_ENV = "MODEL_PATH"
 """The variable through which the operator tells the model server where the artifact is."""
