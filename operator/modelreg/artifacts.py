@@ -159,23 +159,44 @@ def _object_facts(client: S3Client, location: S3Location, previous: ArtifactStat
     return _facts(digest=digest, size=size, etag=etag, version_id=version_id, source=source)
 
 
-def _prefix_facts(client: S3Client, location: S3Location, previous: ArtifactStatus | None) -> ArtifactStatus:
-    objects = [o for o in _list(client, location) if not o["Key"].endswith("/")]
+def relative_key(location: S3Location, key: str) -> str:
+    """The path of `key` under the prefix `location`, refused when it is absolute or
+    could climb out of the directory it is downloaded to (`..`), or name one file two
+    ways (`.`, empty segments): what verify hashes must be what the Pod gets."""
+    rel = key[len(location.key) :]
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        raise ArtifactError(
+            ArtifactReason.INVALID,
+            f"{location} holds an unsafe key {key!r}: keys under a prefix must be relative paths without "
+            "'..', '.' or empty segments; remove that object or register another prefix",
+        )
+    return rel
+
+
+def _prefix_objects(client: S3Client, location: S3Location) -> list[tuple[str, dict[str, Any]]]:
+    """(relative path, listing entry) of every object under a prefix; directory markers skipped."""
+    objects = [(relative_key(location, o["Key"]), o) for o in _list(client, location) if not o["Key"].endswith("/")]
     if not objects:
         raise ArtifactError(ArtifactReason.NOT_FOUND, f"{location} holds no objects")
+    return objects
+
+
+def _prefix_facts(client: S3Client, location: S3Location, previous: ArtifactStatus | None) -> ArtifactStatus:
+    listed = _prefix_objects(client, location)
+    objects = [o for _, o in listed]
     combined_etag = hashlib.sha256("\n".join(f"{o['Key']} {o['ETag']}" for o in objects).encode()).hexdigest()
     if previous and previous.digest and previous.etag == combined_etag:
         return previous
     digests = {}
     sources = set()
-    for o in objects:
+    for rel, o in listed:
         file = S3Location(location.bucket, o["Key"])
         head = _call(
             client, file, lambda f=file: client.head_object(Bucket=f.bucket, Key=f.key, ChecksumMode="ENABLED")
         )
         digest = _store_sha256(head)
         sources.add("Store" if digest else "Streamed")
-        digests[o["Key"][len(location.key) :]] = digest or _read_object(client, file, version_id=head.get("VersionId"))
+        digests[rel] = digest or _read_object(client, file, version_id=head.get("VersionId"))
     return _facts(
         digest=_manifest_digest(digests),
         size=sum(int(o["Size"]) for o in objects),
@@ -320,15 +341,9 @@ def download(client: S3Client, uri: str, *, into: Path) -> str:
     location = parse_uri(uri)
     if not location.is_prefix:
         return _download_file(client, location, into)
-    objects = [o for o in _list(client, location) if not o["Key"].endswith("/")]
-    if not objects:
-        raise ArtifactError(ArtifactReason.NOT_FOUND, f"{location} holds no objects")
     digests = {}
-    for o in objects:
-        rel = o["Key"][len(location.key) :]
+    for rel, o in _prefix_objects(client, location):  # every key is checked before anything is written
         target = into / rel
-        if ".." in Path(rel).parts:
-            raise ArtifactError(ArtifactReason.INVALID, f"{location} holds an unsafe key {o['Key']!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
         digests[rel] = _download_file(client, S3Location(location.bucket, o["Key"]), target)
     return _manifest_digest(digests)

@@ -16,8 +16,8 @@ from typing import Any
 
 from modelreg.api.common import API_VERSION, Stage
 from modelreg.api.modelversion import KIND as VERSION_KIND
+from modelreg.api.registeredmodel import ARTIFACT_PATH_ENV, Serving
 from modelreg.api.registeredmodel import KIND as MODEL_KIND
-from modelreg.api.registeredmodel import Serving
 from modelreg.facts import Rollout, RolloutState
 from modelreg.versionorder import newest_key
 
@@ -31,6 +31,8 @@ MODELS_DIR = "/models"
 ARTIFACT_PATH = f"{MODELS_DIR}/artifact"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/modelreg/modelreg:0.1.0"
 
+_MAX_NAME = 63
+_DIGEST_LEN = 8
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN_PART = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -38,15 +40,21 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 def deployment_name(model: str, version: str) -> str:
     """`<model>-<version>` when that is a valid name; otherwise a sanitized form
-    with a short hash of the version, so distinct versions never share a name."""
+    ending in a short hash, so distinct versions never share a name.
+
+    The hash always survives: what is cut to fit 63 characters is the readable
+    part. Admission keeps model names short enough (52) that only the version is
+    cut; for a longer model (stored before that rule) the model is cut too, and
+    the hash then covers the model as well, as its full name is no longer shown.
+    """
     plain = f"{model}-{version}"
-    if _SUBDOMAIN_PART.match(version) and len(plain) <= 63:
+    if _SUBDOMAIN_PART.match(version) and len(plain) <= _MAX_NAME:
         return plain
-    digest = hashlib.sha256(version.encode()).hexdigest()[:8]
     safe = re.sub(r"[^a-z0-9-]+", "-", version.lower()).strip("-") or "v"
-    room = 63 - len(model) - len(digest) - 2
-    safe = safe[: max(room, 1)].strip("-") or "v"
-    return f"{model}-{safe}-{digest}"[:63].rstrip("-")
+    hashed = version if len(model) + 3 + _DIGEST_LEN <= _MAX_NAME else f"{model}/{version}"
+    digest = hashlib.sha256(hashed.encode()).hexdigest()[:_DIGEST_LEN]
+    readable = f"{model}-{safe}"[: _MAX_NAME - _DIGEST_LEN - 1].rstrip("-")
+    return f"{readable}-{digest}"
 
 
 def version_label(version: str) -> str:
@@ -149,7 +157,7 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
         "name": "server",
         "image": serving.image,
         "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
-        "env": [{"name": "MODEL_PATH", "value": ARTIFACT_PATH}]
+        "env": [{"name": ARTIFACT_PATH_ENV, "value": ARTIFACT_PATH}]
         + [{"name": e.name, "value": e.value} for e in serving.env],
         "volumeMounts": [{**volume_mount[0], "readOnly": True}],
         "securityContext": _restricted(),

@@ -60,3 +60,40 @@ def test_versions_have_cel_rules_and_list_maps() -> None:
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["shortNames"] == ["mv"]
     assert crd["spec"]["names"]["categories"] == ["modelreg"]
+
+
+def test_model_names_are_checked_on_the_root_schema_and_on_spec_model() -> None:
+    crds = custom_resource_definitions()
+    root = crds["modelreg.dev_registeredmodels.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    on_create = "oldSelf.hasValue() || "
+    assert [r["rule"] for r in root["x-kubernetes-validations"]] == [
+        on_create + "(self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))",
+        on_create + "(size(self.metadata.name) <= 52)",
+        on_create + "(!self.metadata.name.endsWith('-staging'))",
+    ]
+    assert all(r["optionalOldSelf"] for r in root["x-kubernetes-validations"])
+    mv_root = crds["modelreg.dev_modelversions.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    model_rules = mv_root["properties"]["spec"]["properties"]["model"]["x-kubernetes-validations"]
+    assert [r["rule"] for r in model_rules[1:]] == [
+        r["rule"].removeprefix(on_create)[1:-1].replace("self.metadata.name", "self")
+        for r in root["x-kubernetes-validations"]
+    ]
+
+
+def test_objects_stored_before_the_admission_rules_still_parse() -> None:
+    # The operator must keep reading (and serving) what the API server stored before
+    # these limits existed; only admission enforces them.
+    from modelreg.api import ModelVersionSpec, RegisteredModelSpec
+
+    version = ModelVersionSpec.model_validate({
+        "model": "iris-staging", "version": "1", "artifact": {"uri": "s3://bucket/"},
+        "metrics": {"m" * 500: 1.0}, "lineage": {"labels": {f"l{i}": "x" * 300 for i in range(40)}},
+    })  # fmt: skip
+    assert version.model == "iris-staging"
+    model = RegisteredModelSpec.model_validate({"serving": {
+        "image": "a b", "replicas": 0, "stagingReplicas": 0, "args": ["x" * 3000],
+        "env": [{"name": "MODEL_PATH", "value": "x" * 3000}, {"name": "MODEL_PATH"}],
+        "resources": {"requests": {"cpu": "lots"}},
+    }})  # fmt: skip
+    assert model.serving is not None
+    assert model.serving.replicas == 0

@@ -41,6 +41,28 @@ def test_plain_versions_keep_plain_names() -> None:
     assert serving.deployment_name("iris", "RC1") != serving.deployment_name("iris", "rc1")
 
 
+@pytest.mark.parametrize("model_len", [1, 40, 52, 53, 55, 60, 63])
+def test_a_long_name_keeps_its_hash_and_the_readable_part_is_cut(model_len: int) -> None:
+    model = "m" * model_len
+    versions = ["x" * 63, "x" * 62 + "y", "RC1", "rc1", "1_0", "1-0"]
+    names = [serving.deployment_name(model, v) for v in versions]
+    assert len(set(names)) == len(names), names
+    for version, name in zip(versions, names, strict=True):
+        assert len(name) <= 63
+        assert DNS_SUBDOMAIN.match(name), name
+        assert name == f"{model}-{version}" or re.search(r"-[0-9a-f]{8}$", name), f"{name} lost its hash"
+        assert name.startswith(model[:50])
+    # Two long models that differ only past what fits still get distinct names.
+    assert serving.deployment_name("a" * 60 + "b", "RC1") != serving.deployment_name("a" * 60 + "c", "RC1")
+
+
+def test_names_that_fit_are_unchanged_by_the_cut() -> None:
+    # Names of existing Deployments must not change (a rename would redeploy).
+    digest = "5fe4a9b5"  # sha256("RC1")[:8]
+    assert serving.deployment_name("iris", "RC1") == f"iris-rc1-{digest}"
+    assert serving.deployment_name("m" * 52, "RC1") == f"{'m' * 52}-r-{digest}"
+
+
 def test_the_deployment_carries_only_the_serving_fields_and_a_restricted_context() -> None:
     dep = serving.render_deployment(model="m", serving=SERVE, version=ref(), stage=Stage.PRODUCTION, replicas=3,
                                     storage=serving.StorageEnv(endpoint="http://s3", region="r", secret_name="s"),

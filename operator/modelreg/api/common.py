@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 
 GROUP = "modelreg.dev"
 VERSION = "v1alpha1"
@@ -21,6 +21,13 @@ FIELD_MANAGER = "modelreg"
 
 # Kubernetes object names (RFC 1123 subdomain) and label values, for CEL-free checks.
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Service names must be DNS-1035 labels: a letter first, no dots.
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# The operator names Services `<model>` and `<model>-staging` and Deployments
+# `<model>-<version>`, falling back to `<model>-<v>-<8 hex digits>` for versions
+# that do not fit: 52 leaves room for that fallback (11 characters) within 63.
+MAX_MODEL_NAME = 52
+STAGING_SUFFIX = "-staging"
 
 
 class Stage(enum.StrEnum):
@@ -75,3 +82,40 @@ def immutable(path: str, hint: str) -> JsonDict:
 def friendly(rule: str, message: str) -> JsonDict:
     """A CEL twin of a pattern, whose message says what a valid value looks like."""
     return {"x-kubernetes-validations": [cel(rule, message)]}
+
+
+def rules(*entries: JsonDict) -> JsonDict:
+    """Schema extra holding several CEL rules, each with its own message."""
+    return {"x-kubernetes-validations": list(entries)}
+
+
+def model_name_rules(path: str) -> list[JsonDict]:
+    """What a model name must be for the operator to name its Services and
+    Deployments after it; `path` is the CEL expression of the name."""
+    return [
+        cel(
+            f"{path}.matches('{DNS_1035_LABEL}')",
+            "a model name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter "
+            "and ending with a letter or digit, no dots (it names the model's Services)",
+        ),
+        cel(
+            f"size({path}) <= {MAX_MODEL_NAME}",
+            f"a model name must be at most {MAX_MODEL_NAME} characters: the operator names the Services <model> "
+            "and <model>-staging and the Deployments <model>-<version>, and each must fit in 63",
+        ),
+        cel(
+            f"!{path}.endsWith('{STAGING_SUFFIX}')",
+            f"a model name must not end in '{STAGING_SUFFIX}': model x's staging Service is named "
+            f"x{STAGING_SUFFIX}, which would be this model's Production Service",
+        ),
+    ]
+
+
+def admission_only(**schema: JsonValue) -> JsonDict:
+    """Schema keywords the API server enforces but the operator's parsing does not.
+
+    Limits added after objects may already be stored go here: the API server
+    lets unchanged stored values stay (validation ratcheting), and the operator
+    must keep reading such an object rather than drop it and disturb what serves.
+    """
+    return dict(schema)

@@ -8,7 +8,17 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
-from modelreg.api.common import ApiModel, Condition, Stage, cel, friendly, immutable
+from modelreg.api.common import (
+    ApiModel,
+    Condition,
+    Stage,
+    admission_only,
+    cel,
+    friendly,
+    immutable,
+    model_name_rules,
+    rules,
+)
 
 KIND = "ModelVersion"
 PLURAL = "modelversions"
@@ -19,17 +29,26 @@ S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 SHA256_HEX = r"^[a-f0-9]{64}$"
 VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._+-]*[A-Za-z0-9])?$"
 MAX_HISTORY = 20
+# The key must not be empty nor start with '/': a version names an object or a prefix
+# inside its bucket, never the whole bucket.
+IN_BUCKET_RULE = cel(
+    "self.matches('^s3://[^/]+/[^/]')",
+    "must name an object or a prefix inside the bucket, as s3://bucket/key or s3://bucket/prefix/ (the key is "
+    "not empty and does not start with '/'): a whole bucket cannot be a version's artifact",
+)
+MAX_KEY = 128  # metric and label names
 SHA256_RULE = friendly(f"self.matches('{SHA256_HEX}')", "must be 64 lowercase hexadecimal digits, as sha256sum prints")
 
 
 class Artifact(ApiModel):
     """Where the trained model is stored and what it must hash to."""
 
-    uri: Annotated[str, Field(pattern=S3_URI, max_length=2048, json_schema_extra=friendly(
+    uri: Annotated[str, Field(pattern=S3_URI, max_length=2048, json_schema_extra=rules(cel(
         f"self.matches('{S3_URI}')",
         "must be s3://bucket/key for one object or s3://bucket/prefix/ for a directory; the bucket name has "
-        "3 to 63 lowercase letters, digits, dots or hyphens"))]  # fmt: skip
-    """s3://bucket/key for one object, or s3://bucket/prefix/ (trailing slash) for a directory."""
+        "3 to 63 lowercase letters, digits, dots or hyphens"), IN_BUCKET_RULE))]  # fmt: skip
+    """s3://bucket/key for one object, or s3://bucket/prefix/ (trailing slash) for a directory;
+    never a whole bucket."""
     sha256: Annotated[str | None, Field(pattern=SHA256_HEX, max_length=64, json_schema_extra=SHA256_RULE)] = None
     """Expected SHA-256 (64 lowercase hex digits); for a prefix, of its sorted manifest."""
     format: Annotated[str | None, Field(max_length=64)] = None
@@ -47,8 +66,14 @@ class Lineage(ApiModel):
     """Commit of the training code."""
     dataset: Annotated[str | None, Field(max_length=1024)] = None
     """Dataset name or URI."""
-    labels: dict[str, str] = {}
-    """Free-form labels."""
+    labels: Annotated[
+        dict[str, Annotated[str, Field(json_schema_extra=admission_only(maxLength=256))]],
+        Field(json_schema_extra={
+            **admission_only(maxProperties=32),
+            **rules(cel(f"self.all(k, size(k) <= {MAX_KEY})", f"label names must be at most {MAX_KEY} characters")),
+        }),
+    ] = {}  # fmt: skip
+    """Free-form labels: at most 32, names at most 128 characters, values at most 256."""
 
 
 class ModelVersionSpec(ApiModel):
@@ -73,10 +98,14 @@ class ModelVersionSpec(ApiModel):
             min_length=1,
             max_length=63,
             pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-            json_schema_extra=immutable("spec.model", "create a new ModelVersion instead"),
+            json_schema_extra=rules(
+                cel("self == oldSelf", "spec.model is immutable: create a new ModelVersion instead"),
+                *model_name_rules("self"),
+            ),
         ),
     ]
-    """Name of the RegisteredModel in the same namespace. Immutable."""
+    """Name of the RegisteredModel in the same namespace: a DNS-1035 label of at most 52 characters
+    that does not end in -staging (see RegisteredModel). Immutable."""
     version: Annotated[
         str,
         Field(
@@ -91,8 +120,9 @@ class ModelVersionSpec(ApiModel):
         Artifact, Field(json_schema_extra=immutable("spec.artifact", "register a new ModelVersion for a new artifact"))
     ]
     """The trained model's files. Immutable: register a new version instead."""
-    metrics: Annotated[dict[str, float], Field(max_length=64)] = {}
-    """Evaluation metrics by name, read by the promotion gates."""
+    metrics: Annotated[dict[str, float], Field(max_length=64, json_schema_extra=rules(cel(
+        f"self.all(k, size(k) <= {MAX_KEY})", f"metric names must be at most {MAX_KEY} characters")))] = {}  # fmt: skip
+    """Evaluation metrics by name (at most 64, names at most 128 characters), read by the promotion gates."""
     lineage: Lineage = Lineage()
     """Provenance."""
     stage: Stage = Stage.DEVELOPMENT

@@ -5,32 +5,81 @@ from __future__ import annotations
 import enum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from modelreg.api.common import ApiModel, Condition
-from modelreg.api.quantities import IntOrString
+from modelreg.api.common import ApiModel, Condition, admission_only, cel, friendly, model_name_rules, rules
+from modelreg.api.quantities import Quantity
 
 KIND = "RegisteredModel"
 PLURAL = "registeredmodels"
 SINGULAR = "registeredmodel"
+
+# metadata.name names the model's Services and Deployments (checked on the root schema,
+# the only place a CRD's rules can read metadata.name). A name never changes, so it is
+# checked on create only: a model stored before these rules can still be updated
+# (validation ratcheting does not cover the root, which changes with every update).
+NAME_RULES = [
+    {**rule, "rule": f"oldSelf.hasValue() || ({rule['rule']})", "optionalOldSelf": True,
+     "fieldPath": ".metadata.name", "reason": "FieldValueInvalid"}
+    for rule in model_name_rules("self.metadata.name")
+]  # fmt: skip
+
+ARTIFACT_PATH_ENV = "MODEL_PATH"
+"""The variable through which the operator tells the model server where the artifact is."""
+
+# Resource names a container may ask for: the built-in ones, huge pages of one size,
+# and extended resources named with a domain (nvidia.com/gpu), as Pod validation has them.
+_HUGEPAGES = r"^hugepages-[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+_EXTENDED = (  # a DNS subdomain, '/', a name part (backslash doubled for the CEL string)
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_RESOURCE_NAME_RULE = cel(
+    f"self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'] || k.matches('{_HUGEPAGES}')"
+    f" || (k.matches('{_EXTENDED}') && !k.contains('kubernetes.io/') && !k.startsWith('requests.')))",
+    "resource names must be cpu, memory, ephemeral-storage, hugepages-<size> (e.g. hugepages-2Mi) or an "
+    "extended resource with a domain prefix (e.g. nvidia.com/gpu)",
+)
+_WHOLE_EXTENDED_RULE = cel(
+    "self.all(k, !k.contains('/') || !isQuantity(string(self[k])) || quantity(string(self[k])).isInteger())",
+    "extended resources (such as nvidia.com/gpu) are counted in whole units, e.g. 1 or 2",
+)
+_RESOURCE_MAP = {"maxProperties": 16, **rules(_RESOURCE_NAME_RULE, _WHOLE_EXTENDED_RULE)}
 
 
 class EnvVar(ApiModel):
     """A plain environment variable for the serving container."""
 
     name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")]
-    """Variable name."""
-    value: str = ""
-    """Variable value."""
+    """Variable name; MODEL_PATH is the operator's (the artifact's path)."""
+    value: Annotated[str, Field(json_schema_extra=admission_only(maxLength=2048))] = ""
+    """Variable value (at most 2048 characters)."""
 
 
 class Resources(ApiModel):
-    """CPU and memory for the serving container, as in a Pod spec."""
+    """CPU, memory and other resources for the serving container, as in a Pod spec."""
 
-    requests: dict[str, IntOrString] = {}
-    """Minimum resources, e.g. {cpu: 500m, memory: 1Gi}."""
-    limits: dict[str, IntOrString] = {}
-    """Maximum resources."""
+    model_config = ConfigDict(json_schema_extra=rules(cel(
+        "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits)"
+        " || !isQuantity(string(self.requests[k])) || !isQuantity(string(self.limits[k]))"
+        " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+        "each request must be at most the limit of the same resource: a Pod whose request exceeds its "
+        "limit is refused",
+    ), cel(
+        # Pods may not overcommit huge pages or extended resources.
+        "!has(self.requests) || self.requests.all(k, !(k.contains('/') || k.startsWith('hugepages-'))"
+        " || (has(self.limits) && k in self.limits && (!isQuantity(string(self.requests[k]))"
+        " || !isQuantity(string(self.limits[k]))"
+        " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) == 0)))",
+        "hugepages-<size> and extended resources (such as nvidia.com/gpu) cannot be overcommitted: give each "
+        "a limit, and a request only if it equals that limit",
+    )))  # fmt: skip
+
+    requests: Annotated[dict[str, Quantity], Field(json_schema_extra=_RESOURCE_MAP)] = {}
+    """Minimum resources, e.g. {cpu: 500m, memory: 1Gi}. Names: cpu, memory, ephemeral-storage,
+    hugepages-<size>, or an extended resource with a domain prefix such as nvidia.com/gpu."""
+    limits: Annotated[dict[str, Quantity], Field(json_schema_extra=_RESOURCE_MAP)] = {}
+    """Maximum resources; each request must be at most its limit (equal, for hugepages-<size> and extended
+    resources, which need a limit)."""
 
 
 class ReadinessProbe(ApiModel):
@@ -49,20 +98,35 @@ class ReadinessProbe(ApiModel):
 class Serving(ApiModel):
     """How versions of this model run. Only these fields reach the Pod spec."""
 
-    image: Annotated[str, Field(min_length=1, max_length=1024)]
-    """Container image of the model server; the artifact is mounted at /models."""
+    image: Annotated[str, Field(min_length=1, max_length=1024, json_schema_extra={
+        **admission_only(pattern=r"^\S+$"),
+        **friendly("self.matches(r'^\\S+$')", "must be an image reference without whitespace, "
+                   "e.g. registry.example.com/team/server:1.0")})]  # fmt: skip
+    """Container image of the model server (no whitespace); the artifact is mounted at /models
+    and its path is in the MODEL_PATH variable."""
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     """Port the model server listens on."""
-    args: Annotated[list[str], Field(max_length=64)] = []
-    """Arguments of the model server."""
-    env: Annotated[list[EnvVar], Field(max_length=128)] = []
-    """Environment variables of the model server."""
+    args: Annotated[list[Annotated[str, Field(json_schema_extra=admission_only(maxLength=2048))]],
+                    Field(max_length=64)] = []  # fmt: skip
+    """Arguments of the model server (at most 64, each at most 2048 characters)."""
+    env: Annotated[list[EnvVar], Field(max_length=128, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+        **rules(cel(f"self.all(e, e.name != '{ARTIFACT_PATH_ENV}')",
+                    f"{ARTIFACT_PATH_ENV} is set by the operator to the artifact's path; name the variable "
+                    "differently"))})] = []  # fmt: skip
+    """Environment variables of the model server, each name once; MODEL_PATH is set by the operator."""
     resources: Resources = Resources()
     """Resource requests and limits of the model server."""
-    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    """Replicas of the Production version."""
-    staging_replicas: Annotated[int, Field(alias="stagingReplicas", ge=0, le=1000)] = 1
-    """Replicas of the Staging version."""
+    replicas: Annotated[int, Field(ge=0, le=1000, json_schema_extra=rules(cel(
+        "self >= 1",
+        "must be at least 1; to take a model offline, remove spec.serving (the operator then deletes the "
+        "model's Deployments)")))] = 1  # fmt: skip
+    """Replicas of the Production version, at least 1. To take a model offline, remove spec.serving."""
+    staging_replicas: Annotated[int, Field(alias="stagingReplicas", ge=0, le=1000, json_schema_extra=rules(cel(
+        "self >= 1",
+        "must be at least 1: a Staging version is served for testing; to serve nothing, set no version's "
+        "stage to Staging")))] = 1  # fmt: skip
+    """Replicas of the Staging version, at least 1."""
     readiness_probe: Annotated[ReadinessProbe | None, Field(alias="readinessProbe")] = None
     """Readiness probe; without it a Pod is ready once its containers run."""
     progress_deadline_seconds: Annotated[int, Field(alias="progressDeadlineSeconds", ge=10)] = 600
@@ -111,9 +175,11 @@ class SecretKeyRef(ApiModel):
 
     name: Annotated[str, Field(min_length=1, max_length=253)]
     """Secret name."""
-    access_key_id_key: Annotated[str, Field(alias="accessKeyIdKey")] = "AWS_ACCESS_KEY_ID"
+    access_key_id_key: Annotated[str, Field(alias="accessKeyIdKey", json_schema_extra=admission_only(
+        maxLength=253))] = "AWS_ACCESS_KEY_ID"  # fmt: skip
     """Key of the access key id in the Secret."""
-    secret_access_key_key: Annotated[str, Field(alias="secretAccessKeyKey")] = "AWS_SECRET_ACCESS_KEY"
+    secret_access_key_key: Annotated[str, Field(alias="secretAccessKeyKey", json_schema_extra=admission_only(
+        maxLength=253))] = "AWS_SECRET_ACCESS_KEY"  # fmt: skip
     """Key of the secret access key in the Secret."""
 
 

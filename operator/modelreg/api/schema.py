@@ -35,10 +35,11 @@ def structural_schema(model: type[BaseModel]) -> Schema:
 def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
     node = _resolve(node, defs)
     out: Schema = {}
-    if node.get(INT_OR_STRING_MARK):
+    if node.get(INT_OR_STRING_MARK):  # no type; only checks that apply to the string form
         out[INT_OR_STRING_MARK] = True
-        if "description" in node:
-            out["description"] = node["description"]
+        for key, value in node.items():
+            if key in ("description", "pattern", "maxLength") or key.startswith("x-kubernetes-validations"):
+                out[key] = value
         return out
     for key, value in node.items():
         if key.startswith("x-kubernetes-"):
@@ -51,6 +52,8 @@ def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
             out["enum"] = [value]
         elif key == "format" and value not in _K8S_FORMATS:
             continue
+        elif key == "description":  # docstrings wrap; a description is one paragraph
+            out[key] = " ".join(value.split())
         elif key in _KEEP:
             out[key] = value
     if "enum" in out and "type" not in out:
