@@ -188,9 +188,9 @@ def test_a_serving_spec_the_api_server_refuses_is_explained_and_serving_stays(
 ) -> None:
     serve(kube, s3, namespace)
     generation = (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"]
-    # Accepted by the CRD schema, refused by Pod validation: an extended resource
-    # must be requested and limited alike.
-    bad = SERVING | {"resources": {"requests": {"example.com/widget": "1"}}}
+    # Accepted by the CRD schema, refused by Pod validation: huge pages need a cpu
+    # or memory amount beside them.
+    bad = SERVING | {"resources": {"requests": {"hugepages-2Mi": "64Mi"}, "limits": {"hugepages-2Mi": "64Mi"}}}
     apply(kube, namespace, model_manifest("m", serving=bad))
     st = wait_condition(kube, namespace, "m", "Stalled", status_="True", reason="ServingRefused",
                         kind="registeredmodel")  # fmt: skip
