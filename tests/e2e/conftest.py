@@ -240,7 +240,8 @@ _INVARIANT_FIGURES = pytest.StashKey[list[str]]()
 @pytest.fixture
 def invariants(kube: Cluster, crds: Path, namespace: str, request: pytest.FixtureRequest) -> Iterator[Invariants]:
     """The serving invariants of model `m`, checked in the background for the whole
-    test; a violation fails it at teardown. The figures go to the session summary."""
+    test; a violation fails the test (see pytest_runtest_call). The figures go to
+    the session summary."""
     checker = Invariants(kubeconfig=kube.kubeconfig, namespace=namespace, model="m").start()
     try:
         yield checker
@@ -248,7 +249,18 @@ def invariants(kube: Cluster, crds: Path, namespace: str, request: pytest.Fixtur
         checker.stop()
         print(checker.report())
         request.config.stash.setdefault(_INVARIANT_FIGURES, []).append(f"{request.node.nodeid}: {checker.summary()}")
-    checker.assert_held()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Judge the invariants as the test's last step, so a violation fails the test
+    itself rather than its teardown (a test that failed already keeps its own error)."""
+    result = yield
+    checker = getattr(item, "funcargs", {}).get("invariants")
+    if isinstance(checker, Invariants):
+        checker.stop()
+        checker.assert_held()
+    return result
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -14,6 +14,12 @@ EndpointSlices, and after every event evaluates:
 - with `require_endpoint`, additionally: once the Service had a ready endpoint,
   it never loses it, whatever the stages say (the endpoint is never dropped by
   accident, not even when a demotion arrives before the matching promotion).
+  Tests that take a model offline or delete its serving version on purpose
+  leave it off.
+
+No check asks for "never zero Production": a handover writes two status
+objects, so a reader sees either two or none for a moment; the rule kept here
+is that it is never two.
 
 Why events are reordered: the three kinds come on three watch connections, so
 one connection may deliver a change a few milliseconds after another delivers
@@ -53,16 +59,18 @@ VERSION_LABEL = "modelreg.dev/version"
 _WATCH_SECONDS = 120  # the server ends a watch after this; the stream resumes from its last resourceVersion
 
 
-@dataclass(frozen=True)
+@dataclass
 class Violation:
     at: float  # wall-clock time the event that exposed it arrived
     revision: str  # resourceVersion of that event
     what: str
     state: str
+    until: float | None = None  # when the next event made the state good again (None: it never did)
 
     def __str__(self) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.at)) + f".{int(self.at * 1000) % 1000:03d}"
-        return f"{stamp} rv={self.revision}: {self.what} [{self.state}]"
+        lasted = "until the end" if self.until is None else f"for {(self.until - self.at) * 1000:.0f} ms"
+        return f"{stamp} rv={self.revision} ({lasted}): {self.what} [{self.state}]"
 
 
 @dataclass(order=True)
@@ -218,7 +226,9 @@ class Invariants:
         return self
 
     def stop(self) -> None:
-        """Stop watching and evaluate everything that arrived."""
+        """Stop watching and evaluate everything that arrived (idempotent)."""
+        if self._stopping:
+            return
         for stream in self._streams:
             stream.stop()
         with self._lock:
@@ -348,6 +358,12 @@ class Invariants:
                     problems.append(f"a version is Production but Service {self.model} has no ready endpoint")
         if self.require_endpoint and self._served and (self._service is None or not ready):
             problems.append(f"Service {self.model} lost its ready endpoints")
+        if not problems:
+            for v in reversed(self.violations):  # the broken state ended here
+                if v.until is not None:
+                    break
+                v.until = event.arrived
+            return
         if problems:
             service = "absent" if self._service is None else f"selects version {selected.get(VERSION_LABEL)!r}"
             state = f"production={production}, service {service}, {ready} ready endpoints"

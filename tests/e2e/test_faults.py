@@ -38,6 +38,10 @@ def fault_seed() -> int:
     return seed
 
 
+def clock() -> str:
+    return time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+
+
 def test_sigkill_during_production_switches(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
@@ -58,13 +62,14 @@ def test_sigkill_during_production_switches(
     for round_ in range(ROUNDS):
         target = rng.choice([n for n in VERSIONS if n != serving])
         kills = [rng.uniform(0, 2.5) for _ in range(rng.choice((1, 1, 2)))]
-        print(f"round {round_}: {serving} -> {target}, SIGKILL after {', '.join(f'{k:.2f}s' for k in kills)}")
+        print(f"{clock()} round {round_}: {serving} -> {target}, SIGKILL after {', '.join(f'{k:.2f}s' for k in kills)}")
         # As `modelreg stage` does it: the new request first, then the old one archived.
         set_stage(kube, namespace, f"m-{target}", "Production")
         set_stage(kube, namespace, f"m-{serving}", "Archived")
         for delay in kills:
             time.sleep(delay)  # the fault's moment is the point of this test, not a wait for a state
             operator.kill()
+            print(f"{clock()} SIGKILL")
             operator.start()
         wait_serving(kube, namespace, "m", target)
         wait_stage(kube, namespace, f"m-{target}", "Production")
