@@ -241,8 +241,9 @@ _INVARIANT_FIGURES = pytest.StashKey[list[str]]()
 def invariants(kube: Cluster, crds: Path, namespace: str, request: pytest.FixtureRequest) -> Iterator[Invariants]:
     """The serving invariants of model `m`, checked in the background for the whole
     test; a violation fails the test (see pytest_runtest_call). The figures go to
-    the session summary."""
-    checker = Invariants(kubeconfig=kube.kubeconfig, namespace=namespace, model="m").start()
+    the session summary. The endpoint must never drop once served: a test that
+    takes the model offline on purpose sets `require_endpoint = False` first."""
+    checker = Invariants(kubeconfig=kube.kubeconfig, namespace=namespace, model="m", require_endpoint=True).start()
     try:
         yield checker
     finally:
