@@ -26,6 +26,7 @@ from modelreg import artifacts
 from modelreg.devcluster import building, cluster, processes, s3server
 from modelreg.devcluster.demo import EXAMPLE_BUCKET, seed_examples
 from tests.conftest import unavailable, wait_for
+from tests.e2e.invariants import Invariants
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -195,6 +196,12 @@ class Operator:
         self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: no shutdown, nothing flushed."""
+        if self.process is not None:
+            processes.kill(self.process)
+            self.process = None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -225,6 +232,44 @@ def operator(
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(f"\n--- operator log ({namespace}) ---\n{processes.tail(op.log_path, 80)}")
+
+
+_INVARIANT_FIGURES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def invariants(kube: Cluster, crds: Path, namespace: str, request: pytest.FixtureRequest) -> Iterator[Invariants]:
+    """The serving invariants of model `m`, checked in the background for the whole
+    test; a violation fails the test (see pytest_runtest_call). The figures go to
+    the session summary. The endpoint must never drop once served: a test that
+    takes the model offline on purpose sets `require_endpoint = False` first."""
+    checker = Invariants(kubeconfig=kube.kubeconfig, namespace=namespace, model="m", require_endpoint=True).start()
+    try:
+        yield checker
+    finally:
+        checker.stop()
+        print(checker.report())
+        request.config.stash.setdefault(_INVARIANT_FIGURES, []).append(f"{request.node.nodeid}: {checker.summary()}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Judge the invariants as the test's last step, so a violation fails the test
+    itself rather than its teardown (a test that failed already keeps its own error)."""
+    result = yield
+    checker = getattr(item, "funcargs", {}).get("invariants")
+    if isinstance(checker, Invariants):
+        checker.stop()
+        checker.assert_held()
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    figures = config.stash.get(_INVARIANT_FIGURES, [])
+    if figures:
+        terminalreporter.section("serving invariants")
+        for line in figures:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

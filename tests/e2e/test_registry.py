@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tests.conftest import local_cluster_only, wait_for
 from tests.e2e.conftest import S3, Cluster, Operator
+from tests.e2e.invariants import Invariants
 from tests.e2e.registry import (
     BUCKET,
     SERVING,
@@ -105,7 +106,9 @@ def test_threshold_gate_blocks_staging(kube: Cluster, s3: S3, namespace: str, op
     assert "below the minimum 0.8" in condition(st, "Stalled")["message"]
 
 
-def test_two_production_requests_one_winner(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+def test_two_production_requests_one_winner(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
+) -> None:
     a, b = upload(s3), upload(s3)
     apply(kube, namespace, model_manifest("m"))
     both = "\n---\n".join(
@@ -160,7 +163,7 @@ def test_storage_outage_changes_nothing_and_recovers(kube: Cluster, s3: S3, name
 
 
 def test_steady_state_makes_no_writes_and_restart_redoes_nothing(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     local_cluster_only(kube.audit_log is not None, "counting writes in the API server's audit log")
     art = upload(s3, store_checksum=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from modelreg.devcluster import processes
 from tests.conftest import wait_for
 from tests.e2e.conftest import REPO, S3, Cluster, Operator
+from tests.e2e.invariants import Invariants
 from tests.e2e.registry import (
     SERVING,
     apply,
@@ -43,7 +44,9 @@ def serve_first_version(kube: Cluster, s3: S3, namespace: str, **serving: object
     wait_replicas(kube, namespace, "m-1", 2)
 
 
-def test_production_version_is_served(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+def test_production_version_is_served(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
+) -> None:
     art = upload(s3)
     apply(kube, namespace, model_manifest("m", serving=SERVING | {"env": [{"name": "WORKERS", "value": "2"}]}))
     apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=art.sha256,
@@ -83,7 +86,9 @@ def test_production_version_is_served(kube: Cluster, s3: S3, namespace: str, ope
     assert status(kube, namespace, "m", "registeredmodel")["endpoint"] == "m"
 
 
-def test_blue_green_switch_and_staging(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+def test_blue_green_switch_and_staging(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
+) -> None:
     serve_first_version(kube, s3, namespace)
     art = upload(s3)
     apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Staging"))
@@ -118,7 +123,7 @@ def _ready(pod: dict) -> bool:  # type: ignore[type-arg]
 
 
 def test_a_failed_rollout_leaves_the_old_version_serving(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     serve_first_version(kube, s3, namespace)
     art = upload(s3)
@@ -142,7 +147,9 @@ def test_a_failed_rollout_leaves_the_old_version_serving(
     assert "RolloutFailed" in [e["reason"] for e in events(kube, namespace, "m-2")]
 
 
-def test_rollback_is_one_field(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+def test_rollback_is_one_field(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
+) -> None:
     serve_first_version(kube, s3, namespace)
     art = upload(s3)
     apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Production"))
@@ -222,7 +229,10 @@ def test_deletion(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> 
     wait_for(lambda: service_selector(kube, namespace, "m-staging") is None, timeout=60, what="m-staging collected")
 
 
-def test_disaster_recovery_from_the_same_yaml(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+def test_disaster_recovery_from_the_same_yaml(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
+) -> None:
+    invariants.require_endpoint = False  # everything is deleted, on purpose, before it is re-created
     a, b = upload(s3), upload(s3)
     manifests = "\n---\n".join([
         model_manifest("m", serving=SERVING),
@@ -278,7 +288,7 @@ def test_the_shipped_rbac_is_enough(kube: Cluster, s3: S3, crds: Path, namespace
 
 
 def test_archived_deployments_beyond_retention_are_deleted(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     art = upload(s3)
     apply(kube, namespace, model_manifest("m", serving=SERVING, retention={"archivedDeployments": 1}))
@@ -295,7 +305,7 @@ def test_archived_deployments_beyond_retention_are_deleted(
 
 
 def test_modelreg_stage_hands_production_over_without_a_gap(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     serve_first_version(kube, s3, namespace)
     art = upload(s3)

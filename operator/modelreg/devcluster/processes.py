@@ -70,6 +70,14 @@ def stop(process: Process, *, timeout: float = 10.0) -> None:
     _reap(process.pid)
 
 
+def kill(process: Process, *, timeout: float = 5.0) -> None:
+    """SIGKILL the process group at once: a crash, with no chance to clean up."""
+    if process.alive():
+        _signal_group(process.pid, signal.SIGKILL)
+        _wait_gone(process, timeout)
+    _reap(process.pid)
+
+
 def _wait_gone(process: Process, timeout: float) -> bool:
     """Wait for the leader and every member of its group to exit."""
     deadline = time.monotonic() + timeout
