@@ -85,18 +85,8 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         lifecycle.Event("ModelVersion", name, "StatusRestored", message, warning=True)
         for name, message in forged.items()
     ]
-    if state.model is None or (model_in is not None and served is None):
-        # The model, or its serving spec, is gone: so is what served it (taking a
-        # model offline on purpose). Only objects whose owner is ours go.
-        owners = {("ModelVersion", v.name) for v in inputs}
-        if state.model is not None:
-            owners.add(("RegisteredModel", model))
-        for kind, objs in (("Deployment", owned.deployments), ("Service", owned.services)):
-            for name, live in objs.items():
-                if _controller(live) in owners:
-                    kube.delete_owned(ctx.client, namespace, kind=kind, name=name)
-                    writes += 1
-    elif model_in is not None:  # (a spec we cannot read leaves serving as it is)
+    offline = state.model is None or (model_in is not None and served is None)
+    if not offline and state.model is not None and model_in is not None:  # (an unreadable spec: left as is)
         changed, deployed, drift_events = _apply_serving(ctx, namespace, state.model, model_in, inputs, plan, owned)
         writes += changed
         events += drift_events
@@ -107,6 +97,11 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
             kube.clear_status_fields(ctx.client, objects[name], tampering.REMEMBERED)
             writes += 1
         writes += _apply_version_status(ctx, objects[name], desired)
+    if offline:
+        # The model, or its serving spec, is gone: so is what served it (taking a
+        # model offline on purpose), after the statuses stopped saying Production.
+        writes += _delete_serving(ctx, namespace, model=model, model_exists=state.model is not None,
+                                  inputs=inputs, owned=owned)  # fmt: skip
     if state.model is not None and plan.model is not None:
         writes += _apply_model_status(ctx, state.model, plan.model)
     for event in events:
@@ -116,6 +111,29 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     # A refusal found (or cleared) by this reconcile reaches status in the next one.
     changed = refusals != {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
     return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None or changed)
+
+
+def _delete_serving(
+    ctx: Context,
+    namespace: str,
+    *,
+    model: str,
+    model_exists: bool,
+    inputs: list[lifecycle.VersionInput],
+    owned: kube.OwnedObjects,
+) -> int:
+    """Delete the model's Deployments and Services; only those whose controlling
+    owner is the model or one of its versions (labels alone prove nothing)."""
+    owners = {("ModelVersion", v.name) for v in inputs}
+    if model_exists:
+        owners.add(("RegisteredModel", model))
+    writes = 0
+    for kind, objs in (("Deployment", owned.deployments), ("Service", owned.services)):
+        for name, live in objs.items():
+            if _controller(live) in owners:
+                kube.delete_owned(ctx.client, namespace, kind=kind, name=name)
+                writes += 1
+    return writes
 
 
 def _forgeries(objects: list[Obj], inputs: list[lifecycle.VersionInput]) -> dict[str, str]:

@@ -10,6 +10,7 @@ import time
 
 from tests.conftest import wait_for
 from tests.e2e.conftest import S3, Cluster, Operator
+from tests.e2e.invariants import Invariants
 from tests.e2e.registry import (
     BUCKET,
     SERVING,
@@ -52,7 +53,7 @@ def reasons(kube: Cluster, namespace: str, name: str, *, type_: str | None = Non
 
 
 def test_archive_applied_before_the_promotion_keeps_serving(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     """A commit that archives v1 and promotes v2 reaches the cluster in two steps."""
     serve(kube, s3, namespace)
@@ -77,10 +78,13 @@ def test_archive_applied_before_the_promotion_keeps_serving(
     assert "Archived" in reasons(kube, namespace, "m-1", type_="Warning")  # losing Production is a Warning
 
 
-def test_removing_serving_takes_the_model_offline(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+def test_removing_serving_takes_the_model_offline(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
+) -> None:
     serve(kube, s3, namespace)
     set_stage(kube, namespace, "m-1", "Archived")
     wait_condition(kube, namespace, "m-1", "Reconciling", status_="True", reason="HeldServing")
+    invariants.require_endpoint = False  # taken offline on purpose from here on
     patch = json.dumps([{"op": "remove", "path": "/spec/serving"}])
     kube.kubectl("patch", "registeredmodel/m", "-n", namespace, "--type=json", "-p", patch)
     wait_stage(kube, namespace, "m-1", "Archived")
@@ -90,7 +94,7 @@ def test_removing_serving_takes_the_model_offline(kube: Cluster, s3: S3, namespa
 
 
 def test_a_failed_recheck_of_the_serving_artifact_keeps_serving(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     uri = serve(kube, s3, namespace)
     digest = status(kube, namespace, "m-1")["artifact"]["digest"]
@@ -119,6 +123,7 @@ def test_a_forged_status_is_restored_once(kube: Cluster, s3: S3, namespace: str,
     apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Staging"))
     wait_stage(kube, namespace, "m-2", "Staging")
     forged = {"status": {"stage": "Production", "productionRequestedAt": "2099-01-01T00:00:00Z"}}
+    # (No invariant checker here: the forgery itself shows two Production until it is restored.)
     kube.kubectl("patch", "modelversion/m-2", "-n", namespace, "--subresource=status", "--type=merge",
                  "-p", json.dumps(forged))  # fmt: skip
     wait_for(lambda: "StatusRestored" in reasons(kube, namespace, "m-2", type_="Warning"), timeout=30,
@@ -133,7 +138,7 @@ def test_a_forged_status_is_restored_once(kube: Cluster, s3: S3, namespace: str,
 
 
 def test_a_second_object_for_the_same_version_is_held(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     uri = serve(kube, s3, namespace)
     generation = (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"]
@@ -169,7 +174,7 @@ def test_an_owned_name_taken_by_another_model_is_reported_not_taken_over(
 
 
 def test_pods_that_cannot_be_created_fail_the_rollout(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     serve(kube, s3, namespace)
     quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods"}, "spec": {"hard": {"pods": "2"}}}
@@ -184,7 +189,7 @@ def test_pods_that_cannot_be_created_fail_the_rollout(
 
 
 def test_a_serving_spec_the_api_server_refuses_is_explained_and_serving_stays(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     serve(kube, s3, namespace)
     generation = (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"]
