@@ -483,10 +483,10 @@ TestUnservedModel.settings = SETTINGS
 
 # The hold rule is issue item 3 ("GitOps sync order"), which `deciding._switch`
 # does not implement yet: today a serving version whose spec leaves Production
-# with no other request stops serving. Strict, and only for that failure: any
-# other failure still fails this test, and once the rule is implemented the
-# XPASS fails it too, so that the marker and the phases line go together.
-# (Shrinking is left out while it is expected to fail: it would cost ~30 s a run.)
+# with no other request stops serving. Expected to fail with exactly that: any
+# other failure still fails the test. Strict, so that once the rule lands the
+# XPASS fails it too; then drop the marker and HOLD_SETTINGS (use SETTINGS).
+# Shrinking is left out meanwhile: on an expected failure it costs ~30 s a run.
 HOLD_SETTINGS = settings(SETTINGS, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
 TestProductionIsHeld = pytest.mark.xfail(
     strict=True, raises=EndpointDropped, reason="the hold rule (issue item 3) is not implemented yet"
