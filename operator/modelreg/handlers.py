@@ -63,6 +63,7 @@ async def start_workers(memo: Runtime, settings: kopf.OperatorSettings, **_: Any
 
 @kopf.on.cleanup()
 async def stop_workers(memo: Runtime, **_: Any) -> None:
+    memo.context.verifier.close()
     for task in memo.tasks:
         task.cancel()
     await asyncio.gather(*memo.tasks, return_exceptions=True)
