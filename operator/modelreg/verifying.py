@@ -244,8 +244,8 @@ class Verifier:
                     due.append((v, rec))
         if due:
             self._start(client, namespace, model, due, now)
-        with self._lock:
-            needed = [f for v in wanted if _awaits_fresh(v) and (f := records[_ident(v)].future) is not None]
+        with self._lock:  # wait for the checks just started (a HEAD is quick), never again for a long one
+            needed = [f for v, rec in due if _awaits_fresh(v) and (f := rec.future) is not None]
         if needed:
             concurrent.futures.wait(needed, timeout=self.settings.wait_seconds)
         with self._lock:

@@ -114,6 +114,28 @@ def test_a_new_version_is_verifying_until_its_check_ends_then_the_model_is_queue
     v.close()
 
 
+def test_a_long_first_check_shows_its_progress() -> None:
+    release = threading.Event()
+
+    def streaming(client: Any, uri: str, *, budget: artifacts.Budget, **_: Any) -> ArtifactCheck:
+        budget.spend(artifacts.S3Location("models", "big"), 5 * 1024 * 1024)
+        assert release.wait(10)
+        return OK
+
+    v = Verifier(Settings(wait_seconds=0.0), verify=streaming, new_client=lambda **_: object())
+    new = fresh("1")
+    v.checks(None, namespace="ns", model=model(), versions=[new], now=NOW)
+
+    def progress() -> str:
+        answer = v.checks(None, namespace="ns", model=model(), versions=[new], now=NOW)["iris-1"]
+        assert answer is not None
+        return answer.message
+
+    wait_until(lambda: progress().endswith(": 5 MiB read"))
+    release.set()
+    v.close()
+
+
 def test_a_fast_check_is_answered_within_the_same_reconcile() -> None:
     store = FakeStore()
     v, _ = verifier(store, wait_seconds=5.0)

@@ -1,17 +1,22 @@
-"""Storage a model's author may make the operator use (confused deputy), and
-bounds on verification, against the real API server and S3 server. Every
-refusal must be a condition a person can act on, never a crash."""
+"""Verification in the operator, against the real API server and S3 server:
+the storage a model's author may make the operator use (confused deputy), the
+bounds on streaming, and periodic re-checks. Every refusal must be a condition
+a person can act on, never a crash."""
 
 from __future__ import annotations
 
 import base64
+import time
 
+from tests.conftest import local_cluster_only, wait_for
 from tests.e2e.conftest import S3, Cluster, Operator
 from tests.e2e.registry import (
     apply,
     condition,
     model_manifest,
+    operator_writes,
     secret_manifest,
+    status,
     upload,
     version_manifest,
     wait_condition,
@@ -109,3 +114,31 @@ def test_an_artifact_too_big_to_stream_says_how_to_fix_it(
     assert "--verify-max-bytes" in message
     assert "ChecksumAlgorithm=SHA256" in message
     wait_condition(kube, namespace, "m-2", "ArtifactVerified", status_="True", reason="Verified")
+
+
+def test_rechecks_of_an_unchanged_artifact_write_nothing_and_catch_a_replaced_one(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    local_cluster_only(kube.audit_log is not None, "counting writes in the API server's audit log")
+    operator.argv = [*operator.argv, "--recheck-seconds", "1"]
+    operator.restart()
+    art = upload(s3, store_checksum=False)
+    apply(kube, namespace, model_manifest("m"))
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=art.sha256))
+    first = wait_condition(kube, namespace, "m-1", "Ready", status_="True")
+
+    def settled() -> int | None:
+        before = len(operator_writes(kube.audit_log or "", namespace))
+        time.sleep(2.5)  # longer than the audit log's batch wait
+        return before if len(operator_writes(kube.audit_log or "", namespace)) == before else None
+
+    baseline = wait_for(settled, timeout=30, what="the operator's writes to stop")
+    time.sleep(7)  # several re-check periods and resyncs: each re-check finds the same ETag
+    assert len(operator_writes(kube.audit_log, namespace)) == baseline, "a re-check of an unchanged artifact wrote"
+    assert status(kube, namespace, "m-1")["artifact"] == first["artifact"]
+
+    bucket, key = art.uri.removeprefix("s3://").split("/", 1)
+    s3.client().put_object(Bucket=bucket, Key=key, Body=b"replaced behind the registry's back")
+    st = wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="False", reason="ChecksumMismatch",
+                        timeout=30)  # fmt: skip
+    assert art.sha256 in condition(st, "ArtifactVerified")["message"]
