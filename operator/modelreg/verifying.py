@@ -30,6 +30,8 @@ generation); a record has at most one check running, and one lock guards them
 all, held for dictionary work only, never across I/O. When a check ends, its
 record takes the result and `notify(model key)` adds the model to the work queue
 (`WorkQueue.add` is safe from any thread), so a reconcile picks the result up.
+Records of versions gone, or of a model not reconciled for a long while (a
+deleted one), are dropped, so memory follows what exists.
 boto3 clients are thread-safe: one per (endpoint, region, credentials) is built
 once, under its own lock, and shared by all threads; at most `max_clients` are
 kept, least recently used dropped first.
@@ -206,6 +208,7 @@ class Verifier:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._records: dict[ModelKey, dict[tuple[str, int], _Record]] = {}
+        self._seen: dict[ModelKey, float] = {}  # when each model was last asked about
         self._clients_lock = threading.Lock()
         self._clients: OrderedDict[tuple[str | None, ...], Any] = OrderedDict()
         self._stop = threading.Event()
@@ -231,6 +234,8 @@ class Verifier:
         wanted = [v for v in versions if _worth_checking(v)]
         due: list[tuple[lifecycle.VersionInput, _Record]] = []
         with self._lock:
+            self._forget_unseen(mono)
+            self._seen[key] = mono
             records = self._records.setdefault(key, {})
             current = {_ident(v) for v in wanted}
             for gone in [i for i, r in records.items() if i not in current and not r.running]:
@@ -250,6 +255,14 @@ class Verifier:
             concurrent.futures.wait(needed, timeout=self.settings.wait_seconds)
         with self._lock:
             return {v.name: _answer(v, records.get(_ident(v))) if _worth_checking(v) else None for v in versions}
+
+    def _forget_unseen(self, mono: float) -> None:
+        """Drop the records of models not reconciled for a long while (deleted ones), under the lock."""
+        horizon = mono - 3 * max(self.settings.recheck_seconds, 600.0)
+        for key in [k for k, seen in self._seen.items() if seen < horizon]:
+            if not any(r.running for r in self._records.get(key, {}).values()):
+                self._records.pop(key, None)
+                del self._seen[key]
 
     def _start(
         self,

@@ -96,9 +96,11 @@ def wait_until(predicate: Any) -> None:
 
 def test_a_new_version_is_verifying_until_its_check_ends_then_the_model_is_queued() -> None:
     store = FakeStore(hold=True)
-    v, notified = verifier(store)
+    v, notified = verifier(store, wait_seconds=0.2)
     new = fresh("1")
+    began = time.monotonic()
     first = v.checks(None, namespace="ns", model=model(), versions=[new], now=NOW)
+    assert time.monotonic() - began < 2, "a reconcile waits for a long check only briefly"
     assert first["iris-1"] is not None
     assert first["iris-1"].reason is ArtifactReason.VERIFYING
     assert first["iris-1"].transient  # the engine waits: nothing is promoted on no verdict
@@ -133,6 +135,18 @@ def test_a_long_first_check_shows_its_progress() -> None:
 
     wait_until(lambda: progress().endswith(": 5 MiB read"))
     release.set()
+    v.close()
+
+
+def test_records_of_models_no_longer_reconciled_are_forgotten() -> None:
+    clock = Clock()
+    v, _ = verifier(FakeStore(), clock=clock, wait_seconds=5.0, recheck_seconds=300)
+    v.checks(None, namespace="ns", model=model(), versions=[fresh("1")], now=NOW)
+    assert ("ns", "iris") in v._records
+    clock.now += 3 * 600 + 1
+    other = lifecycle.ModelInput(name="other", generation=1, spec=model().spec, status=model().status)
+    v.checks(None, namespace="ns", model=other, versions=[], now=NOW)
+    assert ("ns", "iris") not in v._records
     v.close()
 
 
