@@ -10,8 +10,10 @@ import base64
 import binascii
 import datetime
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -101,6 +103,57 @@ class S3Location:
         return f"s3://{self.bucket}/{self.key}"
 
 
+@dataclass
+class Budget:
+    """What one verification may stream, and how far it got.
+
+    Objects the store has no SHA-256 for are downloaded to hash them; a budget
+    bounds that by bytes and by time, so one huge or slow artifact cannot hold a
+    verification thread for ever. `read` is written only by the thread doing the
+    check; others may read it to report progress.
+    """
+
+    max_bytes: int | None = None
+    max_seconds: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event)  # set: give up (the operator stops)
+    on_progress: Callable[[], None] | None = None  # called at most every `progress_seconds` while streaming
+    progress_seconds: float = 10.0
+    read: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _reported: float = field(default_factory=time.monotonic)
+
+    def admit(self, location: S3Location, size: int) -> None:
+        """Refuse, before any download, to stream more than the budget allows."""
+        if self.max_bytes is not None and self.read + size > self.max_bytes:
+            raise ArtifactError(
+                ArtifactReason.LIMIT_EXCEEDED,
+                f"{location} would need {_mib(self.read + size)} MiB downloaded to hash it, more than the operator's "
+                f"limit of {_mib(self.max_bytes)} MiB (--verify-max-bytes): store a SHA-256 checksum with the object "
+                "(upload it with ChecksumAlgorithm=SHA256) so no download is needed, or raise the limit",
+            )
+
+    def spend(self, location: S3Location, n: int) -> None:
+        self.read += n
+        now = time.monotonic()
+        if self.stop.is_set():
+            raise ArtifactError(ArtifactReason.STORAGE_UNAVAILABLE, f"hashing {location} stopped: the operator stops")
+        self.admit(location, 0)  # an object that grew while we read it
+        if self.max_seconds is not None and now - self.started > self.max_seconds:
+            raise ArtifactError(
+                ArtifactReason.LIMIT_EXCEEDED,
+                f"hashing {location} took longer than the operator's limit of {self.max_seconds:.0f}s "
+                f"(--verify-timeout-seconds) after {_mib(self.read)} MiB: store a SHA-256 checksum with the "
+                "object (upload it with ChecksumAlgorithm=SHA256) so no download is needed, or raise the limit",
+            )
+        if self.on_progress is not None and now - self._reported >= self.progress_seconds:
+            self._reported = now
+            self.on_progress()
+
+
+def _mib(n: int) -> int:
+    return -(-n // (1024 * 1024))  # rounded up: 1 byte over a 1 MiB limit reads as 2 MiB
+
+
 def parse_uri(uri: str) -> S3Location:
     if not uri.startswith("s3://"):
         raise ArtifactError(ArtifactReason.INVALID, f"{uri!r} is not an s3:// URI")
@@ -117,19 +170,22 @@ def verify(
     expected_sha256: str | None,
     previous: ArtifactStatus | None,
     now: datetime.datetime,
+    budget: Budget | None = None,
 ) -> ArtifactCheck:
     """Check that the artifact exists and hashes to what is expected.
 
     The store's own SHA-256 is used when it has one; otherwise the object is
-    streamed and hashed. When ETag and VersionId match `previous`, its digest is
-    reused, so an unchanged artifact costs one HEAD (or one listing).
+    streamed and hashed, within `budget`. When ETag and VersionId match
+    `previous`, its digest is reused, so an unchanged artifact costs one HEAD
+    (or one listing) and gives back `previous` as it was: nothing to write.
     """
+    budget = budget or Budget()
     try:
         location = parse_uri(uri)
         facts = (
-            _prefix_facts(client, location, previous)
+            _prefix_facts(client, location, previous, budget)
             if location.is_prefix
-            else _object_facts(client, location, previous)
+            else _object_facts(client, location, previous, budget)
         )
     except ArtifactError as exc:
         return ArtifactCheck(exc.reason, str(exc))
@@ -147,7 +203,9 @@ def verify(
     return ArtifactCheck(ArtifactReason.VERIFIED, f"{uri}: {what}, sha256 {digest[:12]}… (by {how})", facts)
 
 
-def _object_facts(client: S3Client, location: S3Location, previous: ArtifactStatus | None) -> ArtifactStatus:
+def _object_facts(
+    client: S3Client, location: S3Location, previous: ArtifactStatus | None, budget: Budget
+) -> ArtifactStatus:
     head = _call(client, location, lambda: client.head_object(
         Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED"))  # fmt: skip
     etag, version_id, size = head.get("ETag"), head.get("VersionId"), int(head.get("ContentLength", 0))
@@ -155,7 +213,8 @@ def _object_facts(client: S3Client, location: S3Location, previous: ArtifactStat
         return previous
     digest, source = _store_sha256(head), "Store"
     if digest is None:
-        digest, source = _read_object(client, location, version_id=version_id), "Streamed"
+        budget.admit(location, size)
+        digest, source = _read_object(client, location, version_id=version_id, budget=budget), "Streamed"
     return _facts(digest=digest, size=size, etag=etag, version_id=version_id, source=source)
 
 
@@ -181,7 +240,9 @@ def _prefix_objects(client: S3Client, location: S3Location) -> list[tuple[str, d
     return objects
 
 
-def _prefix_facts(client: S3Client, location: S3Location, previous: ArtifactStatus | None) -> ArtifactStatus:
+def _prefix_facts(
+    client: S3Client, location: S3Location, previous: ArtifactStatus | None, budget: Budget
+) -> ArtifactStatus:
     listed = _prefix_objects(client, location)
     objects = [o for _, o in listed]
     combined_etag = hashlib.sha256("\n".join(f"{o['Key']} {o['ETag']}" for o in objects).encode()).hexdigest()
@@ -196,7 +257,10 @@ def _prefix_facts(client: S3Client, location: S3Location, previous: ArtifactStat
         )
         digest = _store_sha256(head)
         sources.add("Store" if digest else "Streamed")
-        digests[rel] = digest or _read_object(client, file, version_id=head.get("VersionId"))
+        if digest is None:
+            budget.admit(file, int(o["Size"]))
+            digest = _read_object(client, file, version_id=head.get("VersionId"), budget=budget)
+        digests[rel] = digest
     return _facts(
         digest=_manifest_digest(digests),
         size=sum(int(o["Size"]) for o in objects),
@@ -240,7 +304,12 @@ def _store_sha256(head: dict[str, Any]) -> str | None:
 
 
 def _read_object(
-    client: S3Client, location: S3Location, *, version_id: str | None = None, sink: BinaryIO | None = None
+    client: S3Client,
+    location: S3Location,
+    *,
+    version_id: str | None = None,
+    sink: BinaryIO | None = None,
+    budget: Budget | None = None,
 ) -> str:
     """Stream an object (into `sink`, if given) and return its SHA-256, hex."""
 
@@ -254,6 +323,8 @@ def _read_object(
     try:
         for chunk in iter(lambda: body.read(_CHUNK), b""):
             sha.update(chunk)
+            if budget is not None:
+                budget.spend(location, len(chunk))
             if sink is not None:
                 sink.write(chunk)
     except (BotoCoreError, OSError) as exc:

@@ -6,6 +6,7 @@ Each subcommand is a thin wrapper; the work lives in the module it names.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
     run.add_argument("--liveness", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every model this often")
+    store = run.add_argument_group("artifact storage and verification")
+    store.add_argument("--storage-endpoint", action="append", metavar="URL", default=[],
+                       help="an S3 endpoint models may name in spec.storage.endpoint (repeat; also "
+                            "MODELREG_STORAGE_ENDPOINTS, comma-separated); none: any https endpoint")  # fmt: skip
+    store.add_argument("--allow-insecure-storage", action="store_true",
+                       default=os.environ.get("MODELREG_ALLOW_INSECURE_STORAGE", "").lower() == "true",
+                       help="allow plain http storage endpoints (trusted networks, tests)")  # fmt: skip
+    store.add_argument("--recheck-seconds", type=float, default=300.0,
+                       help="re-check a verified artifact about this often (one HEAD when unchanged)")  # fmt: skip
+    store.add_argument("--verify-workers", type=int, default=2, help="artifact checks running at once")
+    store.add_argument("--verify-max-bytes", type=int, default=64 * 1024**3,
+                       help="download at most this much to hash an artifact the store has no SHA-256 for")  # fmt: skip
+    store.add_argument("--verify-timeout-seconds", type=float, default=1800.0,
+                       help="give up hashing one artifact after this long")  # fmt: skip
     run.set_defaults(func=_run)
 
     stage = sub.add_parser("stage", help="request a stage for a version (Production archives the other requests)")
@@ -71,9 +86,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from modelreg.running import run_operator
+    from modelreg.verifying import Settings
 
+    listed = os.environ.get("MODELREG_STORAGE_ENDPOINTS", "")
+    endpoints = [*args.storage_endpoint, *(e.strip() for e in listed.split(",") if e.strip())]
+    verify = Settings(
+        recheck_seconds=args.recheck_seconds,
+        workers=args.verify_workers,
+        max_bytes=args.verify_max_bytes,
+        max_seconds=args.verify_timeout_seconds,
+        allow_insecure=args.allow_insecure_storage,
+        endpoints=tuple(endpoints),
+    )
     run_operator(
-        namespace=args.namespace, kubeconfig=args.kubeconfig, liveness=args.liveness, resync=args.resync_seconds
+        namespace=args.namespace,
+        kubeconfig=args.kubeconfig,
+        liveness=args.liveness,
+        resync=args.resync_seconds,
+        verify=verify,
     )
     return 0
 

@@ -20,6 +20,8 @@ class ArtifactReason(enum.StrEnum):
     STORAGE_UNAVAILABLE = "StorageUnavailable"
     STORAGE_MISCONFIGURED = "StorageMisconfigured"
     INVALID = "InvalidArtifact"
+    LIMIT_EXCEEDED = "VerificationLimitExceeded"  # bigger or slower to hash than the operator allows
+    VERIFYING = "Verifying"  # a check runs; nothing may be decided on the old result meanwhile
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,8 @@ class ArtifactCheck:
 
     @property
     def transient(self) -> bool:
-        """Worth retrying as is: the store did not answer, it did not say no."""
-        return self.reason is ArtifactReason.STORAGE_UNAVAILABLE
+        """Worth retrying as is: the store did not answer (or not yet), it did not say no."""
+        return self.reason in (ArtifactReason.STORAGE_UNAVAILABLE, ArtifactReason.VERIFYING)
 
 
 class RolloutState(enum.StrEnum):

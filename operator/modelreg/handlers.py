@@ -63,6 +63,7 @@ async def start_workers(memo: Runtime, settings: kopf.OperatorSettings, **_: Any
 
 @kopf.on.cleanup()
 async def stop_workers(memo: Runtime, **_: Any) -> None:
+    memo.context.verifier.close()
     for task in memo.tasks:
         task.cancel()
     await asyncio.gather(*memo.tasks, return_exceptions=True)
@@ -83,8 +84,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
 
 
+# The event handlers are coroutines although they only add a key: Kopf runs a
+# plain `def` handler in an executor thread, and the queue belongs to the loop.
 @kopf.on.event(GROUP, VERSION, rm.PLURAL)
-def on_model_event(
+async def on_model_event(
     memo: Runtime, type: str, name: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> None:
     if namespace and not _echo_of_our_status_write(type, meta, status):
@@ -92,7 +95,7 @@ def on_model_event(
 
 
 @kopf.on.event(GROUP, VERSION, mv.PLURAL)
-def on_version_event(
+async def on_version_event(
     memo: Runtime, type: str, spec: kopf.Spec, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> None:
     if namespace and (model := spec.get("model")) and not _echo_of_our_status_write(type, meta, status):
@@ -113,7 +116,7 @@ _OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED)
 @kopf.on.event("", "v1", "services", labels=_OWNED)
-def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+async def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
     """A change to a Deployment or Service we own: its rollout moved, or someone edited it."""
     if namespace:
         memo.queue.add((namespace, labels["modelreg.dev/model"]))

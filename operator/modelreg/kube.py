@@ -254,15 +254,23 @@ def delete_owned(client: ApiClient, namespace: str, *, kind: str, name: str) -> 
             raise
 
 
-def read_secret(client: ApiClient, *, namespace: str, name: str) -> dict[str, str] | None:
-    """The decoded data of a Secret, or None when it does not exist."""
+@dataclass(frozen=True)
+class SecretData:
+    labels: dict[str, str]
+    data: dict[str, bytes]  # raw bytes: a value need not be text
+
+
+def read_secret(client: ApiClient, *, namespace: str, name: str) -> SecretData | None:
+    """A Secret's labels and decoded data, or None when it does not exist.
+    The operator's only read of Secrets; what it may use is decided by the caller."""
     try:
         secret = CoreV1Api(client).read_namespaced_secret(name, namespace, _request_timeout=_TIMEOUT)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
-    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+    labels = dict(secret.metadata.labels or {}) if secret.metadata else {}
+    return SecretData(labels=labels, data={k: base64.b64decode(v) for k, v in (secret.data or {}).items()})
 
 
 def post_event(client: ApiClient, obj: Obj, *, reason: str, message: str, warning: bool = False) -> None:

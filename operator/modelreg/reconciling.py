@@ -1,9 +1,10 @@
 """One reconcile of one RegisteredModel: read → gather facts → plan → apply.
 
-Called by the workers in `handlers`. This is the only module that combines
-I/O (`kube`, `artifacts`) with decisions; the decisions themselves are made
-by the pure `lifecycle.plan`. Every write is skipped when the object already
-says what the plan says, so a reconcile with nothing to do writes nothing.
+Called by the workers in `handlers`. This module combines I/O (`kube`, and
+artifact checks through `verifying`, which runs them on threads of its own)
+with decisions; the decisions themselves are made by the pure `lifecycle.plan`.
+Every write is skipped when the object already says what the plan says, so a
+reconcile with nothing to do writes nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import datetime
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
-from modelreg import artifacts, kube, lifecycle, serving, tampering
+from modelreg import kube, lifecycle, serving, tampering, verifying
 from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus, Serving
 from modelreg.drift import find_drift
-from modelreg.facts import ArtifactCheck, ArtifactReason, Rollout, RolloutState
+from modelreg.facts import Rollout, RolloutState
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,13 @@ class Context:
     client: ApiClient
     clock: Callable[[], datetime.datetime] = utcnow
     operator_image: str = serving.DEFAULT_OPERATOR_IMAGE
-    # A verified artifact is re-checked (one HEAD) at most this often, unless its spec changes.
-    recheck_seconds: float = 300.0
-    s3_clients: dict[tuple[str | None, ...], Any] = field(default_factory=dict)
+    # Artifact checks, their schedule, storage policy and S3 clients (runs its own threads).
+    verifier: verifying.Verifier = field(default_factory=verifying.Verifier)
     # (namespace, model) → owned-object name → why it could not be written (a name
     # another owner holds, or the API server's refusal). Read by the next reconcile:
     # a failed rollout for a Deployment, a Stalled model. Lost on restart, and
     # found again by the first write attempt.
     refused: dict[tuple[str, str], dict[str, Refusal]] = field(default_factory=dict)
-    verified: dict[tuple[str, int], float] = field(default_factory=dict)  # (uid, generation) → when
 
 
 @dataclass(frozen=True)
@@ -235,6 +233,7 @@ def _apply_serving(
     writes, events = 0, []
     by_deployment = {serving.deployment_name(model_in.name, v.spec.version): v for v in inputs}
     refused = ctx.refused.setdefault((namespace, model_in.name), {})
+    storage_refusal = ctx.verifier.storage_refusal(ctx.client, namespace=namespace, model=model_in)
     for obj in desired.services + desired.deployments:
         name = obj["metadata"]["name"]
         live = (owned.services if obj["kind"] == "Service" else owned.deployments).get(name)
@@ -243,8 +242,13 @@ def _apply_serving(
         kind, target = ("ModelVersion", owner.name) if owner else ("RegisteredModel", model_in.name)
         if name in refused and refused[name].stamp == _annotation(obj):
             continue  # refused as it is: try again only once what we render changes
-        outcome, detail = _put(ctx, namespace, obj, live)
-        if outcome in ("conflict", "refused"):
+        if obj["kind"] == "Deployment" and storage_refusal is not None:
+            # Never hand a Pod an endpoint or Secret the operator may not use itself
+            # (a confused deputy); what runs keeps running as it is.
+            outcome, detail = "storage", f"Deployment {name} is not written: {storage_refusal}"
+        else:
+            outcome, detail = _put(ctx, namespace, obj, live)
+        if outcome in ("conflict", "refused", "storage"):
             if name not in refused or refused[name].message != detail:
                 reason = "NameConflict" if outcome == "conflict" else "ServingRefused"
                 events.append(lifecycle.Event(kind, target, reason, detail, warning=True))
@@ -396,66 +400,10 @@ def _with_artifact_checks(
     versions: list[lifecycle.VersionInput],
     now: datetime.datetime,
 ) -> list[lifecycle.VersionInput]:
-    due = [v for v in versions if _check_due(ctx, v)]
-    if not due:
-        return versions
-    try:
-        s3 = _s3_client(ctx, namespace, model)
-    except artifacts.ArtifactError as exc:
-        failed = ArtifactCheck(exc.reason, str(exc))
-        return [_replace(v, failed) if v in due else v for v in versions]
-    out = []
-    for v in versions:
-        if v in due:
-            check = artifacts.verify(
-                s3, v.spec.artifact.uri, expected_sha256=v.spec.artifact.sha256, previous=v.status.artifact, now=now
-            )
-            if check.ok:
-                ctx.verified[(v.uid, v.generation)] = time.monotonic()
-            v = _replace(v, check)
-        out.append(v)
-    return out
-
-
-def _replace(v: lifecycle.VersionInput, check: ArtifactCheck) -> lifecycle.VersionInput:
-    return dataclasses.replace(v, artifact=check)
-
-
-def _check_due(ctx: Context, v: lifecycle.VersionInput) -> bool:
-    if v.spec.stage is Stage.ARCHIVED and v.status.stage is Stage.ARCHIVED:
-        return False  # nothing will be deployed from it
-    if v.status.artifact is None or v.status.observed_generation != v.generation:
-        return True  # never verified, or the spec changed since
-    last = ctx.verified.get((v.uid, v.generation))
-    return last is None or time.monotonic() - last > ctx.recheck_seconds
-
-
-def _s3_client(ctx: Context, namespace: str, model: lifecycle.ModelInput) -> Any:
-    storage = model.spec.storage
-    endpoint = storage.endpoint if storage else None
-    region = storage.region if storage else None
-    access = secret = None
-    if storage and storage.credentials_secret:
-        ref = storage.credentials_secret
-        data = kube.read_secret(ctx.client, namespace=namespace, name=ref.name)
-        if data is None:
-            raise artifacts.ArtifactError(
-                ArtifactReason.STORAGE_MISCONFIGURED, f"Secret {ref.name!r} (spec.storage.credentialsSecret) is missing"
-            )
-        access, secret = data.get(ref.access_key_id_key), data.get(ref.secret_access_key_key)
-        if not access or not secret:
-            raise artifacts.ArtifactError(
-                ArtifactReason.STORAGE_MISCONFIGURED,
-                f"Secret {ref.name!r} lacks {ref.access_key_id_key!r} or {ref.secret_access_key_key!r}",
-            )
-    # Keyed by a hash of the secret too, so a rotated Secret gets a fresh client.
-    fingerprint = hashlib.sha256(secret.encode()).hexdigest() if secret else None
-    key = (endpoint, region, access, fingerprint)
-    if key not in ctx.s3_clients:
-        ctx.s3_clients[key] = artifacts.new_s3_client(
-            endpoint=endpoint, region=region, access_key=access, secret_key=secret
-        )
-    return ctx.s3_clients[key]
+    """Each version with the latest verification result `verifying` has for it
+    (None: none fresh; the engine keeps what status says). Checks run apart."""
+    checks = ctx.verifier.checks(ctx.client, namespace=namespace, model=model, versions=versions, now=now)
+    return [dataclasses.replace(v, artifact=checks.get(v.name)) for v in versions]
 
 
 def _apply_version_status(ctx: Context, obj: Obj, desired: ModelVersionStatus) -> int:

@@ -11,11 +11,17 @@ import os
 
 import kopf
 
-from modelreg import handlers, kube, reconciling, serving
+from modelreg import handlers, kube, reconciling, serving, verifying
+from modelreg.workqueue import WorkQueue
 
 
 def run_operator(
-    *, namespace: str | None, kubeconfig: str | None = None, liveness: str | None = None, resync: float = 60.0
+    *,
+    namespace: str | None,
+    kubeconfig: str | None = None,
+    liveness: str | None = None,
+    resync: float = 60.0,
+    verify: verifying.Settings | None = None,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Kopf says "succeeded" for every event handled, and aiohttp logs every probe.
@@ -26,8 +32,11 @@ def run_operator(
     client = kube.new_client(kubeconfig)
     # Serving Pods run this same image as their init container (`modelreg fetch-artifact`).
     image = os.environ.get("MODELREG_OPERATOR_IMAGE", serving.DEFAULT_OPERATOR_IMAGE)
-    context = reconciling.Context(client=client, operator_image=image)
-    memo = handlers.Runtime(context=context, namespace=namespace, resync_seconds=resync)
+    # A finished artifact check puts its model back on the queue, from the verifier's own threads.
+    queue: WorkQueue[handlers.ModelKey] = WorkQueue()
+    verifier = verifying.Verifier(verify, notify=queue.add)
+    context = reconciling.Context(client=client, operator_image=image, verifier=verifier)
+    memo = handlers.Runtime(context=context, namespace=namespace, resync_seconds=resync, queue=queue)
     asyncio.run(
         kopf.operator(
             standalone=True,  # one replica; no KopfPeering objects needed

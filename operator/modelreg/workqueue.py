@@ -4,11 +4,20 @@ Called by `handlers`: every watch event only *adds* the key of the model it
 concerns; workers take keys one at a time. A key is never processed by two
 workers at once, and a key added while it is processed runs once more after,
 so bursts of events collapse into few reconciles and none is lost.
+
+Concurrency: the queue's state (three sets and an `asyncio.Queue`) belongs to
+one event loop and is only ever touched on that loop's thread, so it needs no
+lock. `add` may be called from any thread (the artifact verifier's pool adds a
+model when a check finishes): off the loop it hops onto it with
+`call_soon_threadsafe`. Doing the work in place from another thread would be a
+data race: `asyncio.Queue.put_nowait` wakes a waiting `get` through a future,
+and waking a future from a foreign thread neither is safe nor wakes the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -21,8 +30,28 @@ class WorkQueue(Generic[K]):
         self._queued: set[K] = set()
         self._active: set[K] = set()
         self._dirty: set[K] = set()
+        # The loop that owns the state above: the first one to add or get.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, key: K) -> None:
+        """Queue `key`; safe from any thread once the queue has met its loop
+        (the workers' first `get` does that). From another thread the key is
+        queued a moment later, on the loop; after the loop closed it is dropped,
+        since nobody would take it."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and self._loop in (None, running):
+            self._loop = running
+            self._add(key)
+            return
+        if self._loop is None:
+            raise RuntimeError("WorkQueue.add from another thread before the queue has an event loop")
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the operator is stopping
+            self._loop.call_soon_threadsafe(self._add, key)
+
+    def _add(self, key: K) -> None:
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._queued:
@@ -30,16 +59,19 @@ class WorkQueue(Generic[K]):
             self._ready.put_nowait(key)
 
     async def get(self) -> K:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         key = await self._ready.get()
         self._queued.discard(key)
         self._active.add(key)
         return key
 
     def done(self, key: K) -> None:
+        """Called on the loop by the worker that took `key`."""
         self._active.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
-            self.add(key)
+            self._add(key)
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._dirty)

@@ -223,8 +223,10 @@ def operator(
     """The operator as a subprocess, watching only this test's namespace."""
     port = processes.free_port()
     env = os.environ | s3.env() | {"KUBECONFIG": kube.kubeconfig, "PYTHONUNBUFFERED": "1"}
+    # The test S3 server speaks plain http on loopback: allow that, and only that endpoint.
     argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace, "--resync-seconds", "3",
-            "--liveness", f"http://127.0.0.1:{port}/healthz"]  # fmt: skip
+            "--liveness", f"http://127.0.0.1:{port}/healthz",
+            "--allow-insecure-storage", "--storage-endpoint", s3.config.endpoint]  # fmt: skip
     op = Operator(argv=argv, env=env, log_path=tmp_path / "operator.log", port=port)
     op.start()
     yield op

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -54,6 +55,14 @@ def upload(s3: S3, *, data: bytes | None = None, store_checksum: bool = True) ->
     extra = {"ChecksumAlgorithm": "SHA256"} if store_checksum else {}
     client.put_object(Bucket=BUCKET, Key=key, Body=data, **extra)
     return Artifact(uri=f"s3://{BUCKET}/{key}", sha256=hashlib.sha256(data).hexdigest())
+
+
+def secret_manifest(name: str, data: dict[str, bytes], *, opted_in: bool = True) -> str:
+    """A Secret with storage credentials; `opted_in` labels it for the operator's use."""
+    labels = {"modelreg.dev/storage-credentials": "true"} if opted_in else {}
+    encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels},
+                       "type": "Opaque", "data": encoded})  # fmt: skip
 
 
 def apply(kube: Cluster, namespace: str, manifest: str) -> None:

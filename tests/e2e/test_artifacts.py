@@ -122,3 +122,16 @@ def test_a_store_that_does_not_answer_is_unavailable(s3: S3) -> None:
     check = artifacts.verify(client, f"s3://{BUCKET}/m.bin", expected_sha256=None, previous=None, now=NOW)
     assert check.reason is ArtifactReason.STORAGE_UNAVAILABLE
     assert check.transient
+
+
+def test_a_budget_bounds_what_is_streamed(s3: S3, client: Any, downloads: list[str]) -> None:
+    art = upload(s3, data=b"z" * (2 * 1024 * 1024), store_checksum=False)
+    budget = artifacts.Budget(max_bytes=1024 * 1024)
+    check = artifacts.verify(client, art.uri, expected_sha256=art.sha256, previous=None, now=NOW, budget=budget)
+    assert check.reason is ArtifactReason.LIMIT_EXCEEDED
+    assert "--verify-max-bytes" in check.message
+    assert downloads == [], "refused from the object's size, before downloading it"
+    # The store's own checksum needs no download, so the same budget is no obstacle.
+    stored = upload(s3, data=b"z" * (2 * 1024 * 1024), store_checksum=True)
+    ok = artifacts.verify(client, stored.uri, expected_sha256=stored.sha256, previous=None, now=NOW, budget=budget)
+    assert ok.ok, ok.message

@@ -17,6 +17,7 @@ from tests.e2e.registry import (
     events,
     model_manifest,
     operator_writes,
+    secret_manifest,
     set_stage,
     status,
     upload,
@@ -222,10 +223,8 @@ def test_credentials_come_from_the_models_secret(kube: Cluster, s3: S3, namespac
     assert "Secret 's3-creds'" in condition(st, "ArtifactVerified")["message"]
 
     def secret(key: str) -> None:
-        manifest = kube.kubectl("create", "secret", "generic", "s3-creds", "-n", namespace, "--dry-run=client",
-                                "-o", "json", f"--from-literal=AWS_ACCESS_KEY_ID={s3.config.access_key}",
-                                f"--from-literal=AWS_SECRET_ACCESS_KEY={key}")  # fmt: skip
-        apply(kube, namespace, manifest)
+        data = {"AWS_ACCESS_KEY_ID": s3.config.access_key.encode(), "AWS_SECRET_ACCESS_KEY": key.encode()}
+        apply(kube, namespace, secret_manifest("s3-creds", data))
 
     secret("not-the-secret")
     wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="False", reason="AccessDenied")

@@ -17,7 +17,6 @@ import datetime
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-import pytest
 from hypothesis import Phase, settings, target
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -313,8 +312,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         """Once a version serves, one keeps serving until another takes over,
         unless the serving version is deleted. A serving version whose spec
         leaves Production with no replacement asked for keeps serving: a GitOps
-        sync may apply `v1: Archived` before `v2: Production`."""
-        if not self.enforce_hold or not self.served:
+        sync may apply `v1: Archived` before `v2: Production`. Only with serving:
+        without `spec.serving` nothing is served and a stage is only a record."""
+        if not self.enforce_hold or not self.served or not self.serving:
             return
         if self._serving_version() is None:
             stages = {name: (v.stage.value, v.status.stage) for name, v in sorted(self.versions.items())}
@@ -469,7 +469,7 @@ class UnservedMachine(LifecycleMachine):
 
 
 class HoldMachine(LifecycleMachine):
-    """Every invariant, the hold rule included, with or without serving."""
+    """Every invariant, the hold rule included (it binds only while serving is on)."""
 
     enforce_hold = True
 
@@ -481,14 +481,5 @@ TestUnservedModel = UnservedMachine.TestCase
 TestUnservedModel.settings = SETTINGS
 
 
-# The hold rule is issue item 3 ("GitOps sync order"), which `deciding._switch`
-# does not implement yet: today a serving version whose spec leaves Production
-# with no other request stops serving. Expected to fail with exactly that: any
-# other failure still fails the test. Strict, so that once the rule lands the
-# XPASS fails it too; then drop the marker and HOLD_SETTINGS (use SETTINGS).
-# Shrinking is left out meanwhile: on an expected failure it costs ~30 s a run.
-HOLD_SETTINGS = settings(SETTINGS, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
-TestProductionIsHeld = pytest.mark.xfail(
-    strict=True, raises=EndpointDropped, reason="the hold rule (issue item 3) is not implemented yet"
-)(HoldMachine.TestCase)
-TestProductionIsHeld.settings = HOLD_SETTINGS
+TestProductionIsHeld = HoldMachine.TestCase
+TestProductionIsHeld.settings = SETTINGS

@@ -109,10 +109,12 @@ def _report_serving_rollout(w: Work, rollouts: Mapping[str, Rollout] | None) -> 
     Pods cannot be created or never become ready): the old Pods keep serving, and
     status must say that the change did not roll out."""
     rollout = (rollouts or {}).get(w.v.name)
-    if rollout is not None and rollout.state is RolloutState.FAILED and not w.stalled:
+    if w.stalled or w.waiting:
+        return  # already held for a reason of its own (e.g. HeldServing): that one is reported
+    if rollout is not None and rollout.state is RolloutState.FAILED:
         _hold(w, "ServingRolloutFailed", f"{rollout.message}; the Pods that were serving keep serving")
         w.phase = Phase.DEGRADED
-    elif rollout is not None and rollout.available == 0 and not (w.stalled or w.waiting):
+    elif rollout is not None and rollout.available == 0:
         # Serving, and nothing behind the endpoint: never Ready (kwok nodes hide
         # this; Pods that crash on a real node do not).
         w.waiting, w.message = "NoEndpoint", f"{rollout.message}: the endpoint has nothing ready behind it"
@@ -121,7 +123,11 @@ def _report_serving_rollout(w: Work, rollouts: Mapping[str, Rollout] | None) -> 
 def _start(v: VersionInput, now: datetime) -> Work:
     check = v.artifact
     if check is not None:
-        artifact = gates.Verdict(ARTIFACT_VERIFIED, check.ok, check.reason.value, check.message)
+        message = check.message
+        if not check.ok and not check.transient and v.status.artifact and v.status.stage in _DEPLOYED:
+            message += (f"; keeps serving the last verified digest {v.status.artifact.digest}; new rollouts that "
+                        "would fetch the artifact are blocked")  # fmt: skip
+        artifact = gates.Verdict(ARTIFACT_VERIFIED, check.ok, check.reason.value, message)
         transient = check.transient
     else:
         artifact, transient = _previous_artifact_verdict(v.status)
@@ -136,6 +142,9 @@ def _start(v: VersionInput, now: datetime) -> Work:
         requested_at=requested_at,
         effective=v.status.stage or Stage.DEVELOPMENT,
     )
+
+
+_DEPLOYED = (Stage.PRODUCTION, Stage.STAGING)
 
 
 def _previous_artifact_verdict(status: ModelVersionStatus) -> tuple[gates.Verdict, bool]:

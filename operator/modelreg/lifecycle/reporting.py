@@ -51,12 +51,8 @@ def _version_status(
     for verdict in w.verdicts:
         state = "True" if verdict.passed else ("Unknown" if verdict.gate == ARTIFACT_VERIFIED and
                                                 w.artifact_transient else "False")  # fmt: skip
-        message = verdict.message
-        if verdict.gate == ARTIFACT_VERIFIED and not verdict.passed and w.effective in _DEPLOYED and old.artifact:
-            message += (f"; keeps serving the last verified digest {old.artifact.digest}; new rollouts that would "
-                        "fetch the artifact are blocked")  # fmt: skip
         cond.append(statuses.condition(prev_conditions, type_=verdict.gate, status=state, reason=verdict.reason,
-                                       message=message, generation=gen, at=at))  # fmt: skip
+                                       message=verdict.message, generation=gen, at=at))  # fmt: skip
     if w.v.name == rolling_out or w.phase in (Phase.FAILED, Phase.DEGRADED):
         rolled = "False"
         reason = {Phase.FAILED: "RolloutFailed", Phase.DEGRADED: "ServingRolloutFailed"}.get(
@@ -110,9 +106,6 @@ def _version_status(
             "conditions": cond,
         }
     )
-
-
-_DEPLOYED = (Stage.PRODUCTION, Stage.STAGING)
 
 
 def _artifact_facts(w: Work) -> ArtifactStatus | None:

@@ -1,0 +1,421 @@
+"""Artifact verification, apart from reconciles: which checks are due, which
+storage a model may use, and a small pool of threads that runs the checks.
+
+Called by `reconciling` (`Verifier.checks`, once per reconcile of a model) and
+set up by `running` (its settings come from `modelreg run` flags). For each
+version it answers an `ArtifactCheck`, or None: "no fresh result, keep what
+status says" (the lifecycle engine then reuses the old verdict).
+
+When a check is due. Status already holds the facts (`status.artifact`: digest,
+ETag/VersionId, verifiedAt) and the `ArtifactVerified` condition, so a restarted
+operator needs no memory to go on serving:
+- no verdict for the version's current generation (a new version, a changed
+  spec, a check cut short by a restart): check now. The reconcile waits a moment
+  (`wait_seconds`), enough for a HEAD; a longer check is reported as
+  `Verifying` (with the MiB read so far), so nothing is promoted on an older
+  verdict meanwhile;
+- a verified artifact is re-checked about every `recheck_seconds`, each period
+  drawn with jitter so versions verified together drift apart. After a restart
+  the first re-check of each comes at a random moment within one period (or a
+  period after its verifiedAt, when that is sooner), never all at once. A
+  re-check that finds the same ETag/VersionId gets the same facts back,
+  verifiedAt included, so it writes nothing;
+- a failed check is retried with backoff, 1 s doubling up to
+  `failure_backoff_max`.
+
+Concurrency. Reconciles run on the worker threads of `handlers`; checks run on
+this module's own pool of `workers` threads, so hashing a large artifact never
+holds a reconcile worker. The per-version records are keyed by (version uid,
+generation); a record has at most one check running, and one lock guards them
+all, held for dictionary work only, never across I/O. When a check ends, its
+record takes the result and `notify(model key)` adds the model to the work queue
+(`WorkQueue.add` is safe from any thread), so a reconcile picks the result up.
+Records of versions gone, or of a model not reconciled for a long while (a
+deleted one), are dropped, so memory follows what exists.
+boto3 clients are thread-safe: one per (endpoint, region, credentials) is built
+once, under its own lock, and shared by all threads; at most `max_clients` are
+kept, least recently used dropped first.
+
+Confused deputy. A RegisteredModel's author chooses the endpoint and names a
+Secret, and the operator reads with its own rights; so they must not reach
+further than the author could: the endpoint must be https (unless the operator
+runs with `allow_insecure`) and on the operator's list when it has one, and a
+Secret is used only when it opts in with the label
+`modelreg.dev/storage-credentials: "true"`. A refusal is a `StorageMisconfigured`
+verdict that says what to do, never a crash.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import hashlib
+import logging
+import math
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from kubernetes.client import ApiClient
+
+from modelreg import artifacts, kube, lifecycle
+from modelreg.api.common import Condition, Stage
+from modelreg.facts import ArtifactCheck, ArtifactReason
+
+log = logging.getLogger(__name__)
+
+STORAGE_CREDENTIALS_LABEL = "modelreg.dev/storage-credentials"
+ModelKey = tuple[str, str]  # (namespace, model name)
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the operator verifies; set by `modelreg run` flags."""
+
+    recheck_seconds: float = 300.0  # a verified artifact is re-checked (one HEAD) about this often
+    jitter: float = 0.2  # each period is drawn from recheck_seconds * (1 ± jitter)
+    workers: int = 2  # checks running at once
+    wait_seconds: float = 2.0  # how long a reconcile waits for a check it needs before saying Verifying
+    max_bytes: int | None = 64 * 1024**3  # at most this much streamed to hash one artifact
+    max_seconds: float | None = 1800.0  # … and for at most this long
+    progress_seconds: float = 10.0  # a long first check shows its progress in status this often
+    failure_backoff_max: float = 60.0
+    max_clients: int = 32
+    allow_insecure: bool = False  # plain http endpoints (a loopback test store, a trusted network)
+    endpoints: tuple[str, ...] = ()  # the spec.storage.endpoint values allowed; empty: any https endpoint
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where, and as whom, a model's artifacts are read."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+
+    def client_key(self) -> tuple[str | None, ...]:
+        # A hash of the secret: a rotated Secret gets a fresh client, and no key sits in a dict key.
+        fingerprint = hashlib.sha256(self.secret_key.encode()).hexdigest() if self.secret_key else None
+        return (self.endpoint, self.region, self.access_key, fingerprint)
+
+
+def endpoint_refusal(endpoint: str | None, settings: Settings) -> str | None:
+    """Why the operator may not send requests (and credentials) to `endpoint`, or None.
+    No endpoint means the operator's own configuration (ambient chain), always allowed."""
+    if endpoint is None:
+        return None
+    scheme = urlsplit(endpoint).scheme.lower()
+    if scheme not in ("http", "https") or not urlsplit(endpoint).hostname:
+        return f"spec.storage.endpoint {endpoint!r} is not an http(s) URL"
+    if scheme == "http" and not settings.allow_insecure:
+        return (
+            f"spec.storage.endpoint {endpoint} is plain http, and the operator sends storage credentials only over "
+            "https: use an https endpoint, or run the operator with --allow-insecure-storage (trusted networks only)"
+        )
+    if settings.endpoints and _normal(endpoint) not in {_normal(e) for e in settings.endpoints}:
+        return (
+            f"spec.storage.endpoint {endpoint} is not one this operator may use (allowed: "
+            f"{', '.join(settings.endpoints)}): ask its administrators to add it (--storage-endpoint or "
+            "MODELREG_STORAGE_ENDPOINTS), or use an allowed endpoint"
+        )
+    return None
+
+
+def _normal(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower()
+    port = port or {"https": 443, "http": 80}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def credentials(
+    secret: kube.SecretData | None, *, name: str, namespace: str, access_key_key: str, secret_key_key: str
+) -> tuple[str, str]:
+    """The access key and secret key from a Secret that opted in; `ArtifactError` otherwise."""
+    misconfigured = ArtifactReason.STORAGE_MISCONFIGURED
+    if secret is None:
+        raise artifacts.ArtifactError(misconfigured, f"Secret {name!r} (spec.storage.credentialsSecret) is missing")
+    if secret.labels.get(STORAGE_CREDENTIALS_LABEL) != "true":
+        raise artifacts.ArtifactError(
+            misconfigured,
+            f"Secret {name!r} (spec.storage.credentialsSecret) has not opted in: the operator reads only Secrets "
+            f'labelled {STORAGE_CREDENTIALS_LABEL}: "true" '
+            f"(kubectl label secret {name} -n {namespace} {STORAGE_CREDENTIALS_LABEL}=true)",
+        )
+    values = []
+    for key in (access_key_key, secret_key_key):
+        value = secret.data.get(key)
+        if not value:
+            raise artifacts.ArtifactError(
+                misconfigured, f"Secret {name!r} lacks {access_key_key!r} or {secret_key_key!r}"
+            )
+        try:
+            values.append(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise artifacts.ArtifactError(
+                misconfigured, f"the value of {key!r} in Secret {name!r} is not UTF-8 text, as S3 credentials are"
+            ) from None
+    return values[0], values[1]
+
+
+@dataclass
+class _Record:
+    """What is known about one (version uid, generation) in this process."""
+
+    model: ModelKey
+    next_due: float  # time.monotonic() value
+    result: ArtifactCheck | None = None
+    running: bool = False
+    future: Future[None] | None = None
+    budget: artifacts.Budget | None = None
+    failures: int = 0
+
+
+VerifyFn = Callable[..., ArtifactCheck]
+ClientFn = Callable[..., Any]
+
+
+class Verifier:
+    """Runs artifact checks on a small pool of threads; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        notify: Callable[[ModelKey], None] | None = None,
+        verify: VerifyFn = artifacts.verify,
+        new_client: ClientFn = artifacts.new_s3_client,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.notify: Callable[[ModelKey], None] = notify or (lambda key: None)
+        self._verify = verify
+        self._new_client = new_client
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._records: dict[ModelKey, dict[tuple[str, int], _Record]] = {}
+        self._seen: dict[ModelKey, float] = {}  # when each model was last asked about
+        self._clients_lock = threading.Lock()
+        self._clients: OrderedDict[tuple[str | None, ...], Any] = OrderedDict()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="verify")
+
+    def close(self) -> None:
+        """Stop: running checks give up at their next chunk; queued ones never start."""
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def storage_refusal(self, client: ApiClient, *, namespace: str, model: lifecycle.ModelInput) -> str | None:
+        """Why the model's storage settings may not be used, or None. Serving Pods get
+        the same endpoint and Secret (their init container fetches the artifact), so
+        a Deployment is rendered with them only when the operator itself may use them."""
+        try:
+            self._target(client, namespace, model)
+        except artifacts.ArtifactError as exc:
+            return str(exc)
+        return None
+
+    def checks(
+        self,
+        client: ApiClient,
+        *,
+        namespace: str,
+        model: lifecycle.ModelInput,
+        versions: Sequence[lifecycle.VersionInput],
+        now: datetime.datetime,
+    ) -> dict[str, ArtifactCheck | None]:
+        """Start the checks that are due; answer, per version name, the latest result or None."""
+        key = (namespace, model.name)
+        mono = self._clock()
+        wanted = [v for v in versions if _worth_checking(v)]
+        due: list[tuple[lifecycle.VersionInput, _Record]] = []
+        with self._lock:
+            self._forget_unseen(mono)
+            self._seen[key] = mono
+            records = self._records.setdefault(key, {})
+            current = {_ident(v) for v in wanted}
+            for gone in [i for i, r in records.items() if i not in current and not r.running]:
+                del records[gone]  # a deleted version, or an older generation
+            for v in wanted:
+                rec = records.get(_ident(v))
+                if rec is None:
+                    rec = records[_ident(v)] = _Record(model=key, next_due=self._first_due(v, now, mono))
+                if not rec.running and mono >= rec.next_due:
+                    rec.running = True  # claimed here, under the lock: one check per record
+                    due.append((v, rec))
+        if due:
+            self._start(client, namespace, model, due, now)
+        with self._lock:  # wait for the checks just started (a HEAD is quick), never again for a long one
+            needed = [f for v, rec in due if _awaits_fresh(v) and (f := rec.future) is not None]
+        if needed:
+            concurrent.futures.wait(needed, timeout=self.settings.wait_seconds)
+        with self._lock:
+            return {v.name: _answer(v, records.get(_ident(v))) if _worth_checking(v) else None for v in versions}
+
+    def _forget_unseen(self, mono: float) -> None:
+        """Drop the records of models not reconciled for a long while (deleted ones), under the lock."""
+        horizon = mono - 3 * max(self.settings.recheck_seconds, 600.0)
+        for key in [k for k, seen in self._seen.items() if seen < horizon]:
+            if not any(r.running for r in self._records.get(key, {}).values()):
+                self._records.pop(key, None)
+                del self._seen[key]
+
+    def _start(
+        self,
+        client: ApiClient,
+        namespace: str,
+        model: lifecycle.ModelInput,
+        due: list[tuple[lifecycle.VersionInput, _Record]],
+        now: datetime.datetime,
+    ) -> None:
+        try:
+            s3 = self._client(self._target(client, namespace, model))
+        except artifacts.ArtifactError as exc:
+            failed = ArtifactCheck(exc.reason, str(exc))
+            with self._lock:
+                for _, rec in due:
+                    self._finish(rec, failed)
+            return
+        except BaseException:  # the API server failed us: nothing runs, the reconcile retries
+            with self._lock:
+                for _, rec in due:
+                    rec.running = False
+            raise
+        s = self.settings
+        with self._lock:
+            for v, rec in due:
+                notify = (lambda k=rec.model: self.notify(k)) if _awaits_fresh(v) else None
+                rec.budget = artifacts.Budget(max_bytes=s.max_bytes, max_seconds=s.max_seconds, stop=self._stop,
+                                              on_progress=notify, progress_seconds=s.progress_seconds)  # fmt: skip
+                try:
+                    rec.future = self._pool.submit(self._run, s3, v, rec, rec.budget, now)
+                except RuntimeError:  # the pool is shut down: the operator stops
+                    rec.running = False
+
+    def _run(
+        self, s3: Any, v: lifecycle.VersionInput, rec: _Record, budget: artifacts.Budget, now: datetime.datetime
+    ) -> None:
+        uri = v.spec.artifact.uri
+        try:
+            check = self._verify(s3, uri, expected_sha256=v.spec.artifact.sha256, previous=v.status.artifact,
+                                 now=now, budget=budget)  # fmt: skip
+        except Exception as exc:  # a bug must not leave a version "verifying" for ever
+            log.exception("verifying %s failed unexpectedly", uri)
+            check = ArtifactCheck(ArtifactReason.STORAGE_UNAVAILABLE, f"verifying {uri} failed unexpectedly: {exc}")
+        with self._lock:
+            self._finish(rec, check)
+        self.notify(rec.model)
+
+    def _finish(self, rec: _Record, check: ArtifactCheck) -> None:
+        """Record a result and when to check again (under the lock)."""
+        rec.running, rec.future, rec.result = False, None, check
+        if check.ok:
+            rec.failures = 0
+            rec.next_due = self._clock() + self._period()
+        else:
+            rec.failures += 1
+            rec.next_due = self._clock() + min(self.settings.failure_backoff_max, 2.0 ** (rec.failures - 1))
+
+    def _period(self) -> float:
+        s = self.settings
+        return s.recheck_seconds * (1 + s.jitter * (2 * self._rng.random() - 1))
+
+    def _first_due(self, v: lifecycle.VersionInput, now: datetime.datetime, mono: float) -> float:
+        """When to check a version this process has no record of, from its status alone."""
+        if _awaits_fresh(v) or v.status.artifact is None or not _verified(v):
+            return mono
+        verified_at = v.status.artifact.verified_at
+        age = (now - verified_at).total_seconds() if verified_at else math.inf
+        period = self.settings.recheck_seconds
+        if age < period:  # checked less than a period ago: due a period after that, plus jitter
+            return mono + (period - age) + period * self.settings.jitter * self._rng.random()
+        # verifiedAt stays put while re-checks find the same ETag, so it does not tell
+        # when the last re-check ran: spread these over the next period.
+        return mono + period * self._rng.random()
+
+    def _target(self, client: ApiClient, namespace: str, model: lifecycle.ModelInput) -> Target:
+        storage = model.spec.storage
+        if storage is None:
+            return Target()
+        refusal = endpoint_refusal(storage.endpoint, self.settings)
+        if refusal:
+            raise artifacts.ArtifactError(ArtifactReason.STORAGE_MISCONFIGURED, refusal)
+        ref = storage.credentials_secret
+        if ref is None:
+            return Target(endpoint=storage.endpoint, region=storage.region)
+        secret = kube.read_secret(client, namespace=namespace, name=ref.name)
+        access, key = credentials(
+            secret,
+            name=ref.name,
+            namespace=namespace,
+            access_key_key=ref.access_key_id_key,
+            secret_key_key=ref.secret_access_key_key,
+        )
+        return Target(endpoint=storage.endpoint, region=storage.region, access_key=access, secret_key=key)
+
+    def _client(self, target: Target) -> Any:
+        key = target.client_key()
+        with self._clients_lock:  # built once per key, even when several reconciles ask at once
+            client = self._clients.get(key)
+            if client is None:
+                client = self._new_client(endpoint=target.endpoint, region=target.region,
+                                          access_key=target.access_key, secret_key=target.secret_key)  # fmt: skip
+                self._clients[key] = client
+                while len(self._clients) > self.settings.max_clients:
+                    self._clients.popitem(last=False)
+            else:
+                self._clients.move_to_end(key)
+            return client
+
+
+def _ident(v: lifecycle.VersionInput) -> tuple[str, int]:
+    return (v.uid or v.name, v.generation)
+
+
+def _worth_checking(v: lifecycle.VersionInput) -> bool:
+    return not (v.spec.stage is Stage.ARCHIVED and v.status.stage is Stage.ARCHIVED)  # nothing will deploy it
+
+
+def _condition(v: lifecycle.VersionInput) -> Condition | None:
+    return next((c for c in v.status.conditions if c.type == lifecycle.ARTIFACT_VERIFIED), None)
+
+
+def _verified(v: lifecycle.VersionInput) -> bool:
+    cond = _condition(v)
+    return cond is not None and cond.status == "True"
+
+
+def _awaits_fresh(v: lifecycle.VersionInput) -> bool:
+    """Status holds no verdict for this generation: nothing may be decided on an older one."""
+    cond = _condition(v)
+    return (
+        cond is None
+        or cond.observed_generation != v.generation
+        or cond.reason in (ArtifactReason.VERIFYING.value, "Pending")
+    )
+
+
+def _answer(v: lifecycle.VersionInput, rec: _Record | None) -> ArtifactCheck | None:
+    if rec is None:
+        return None
+    if rec.result is not None:
+        return rec.result
+    if rec.running and _awaits_fresh(v):
+        read = rec.budget.read if rec.budget else 0
+        progress = f": {read // _MIB} MiB read" if read >= _MIB else ""
+        return ArtifactCheck(ArtifactReason.VERIFYING, f"verifying {v.spec.artifact.uri}{progress}")
+    return None
