@@ -208,3 +208,21 @@ def test_a_serving_spec_the_api_server_refuses_is_explained_and_serving_stays(
     assert (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"] == generation
     apply(kube, namespace, model_manifest("m", serving=SERVING))  # fixed: the refusal clears
     wait_condition(kube, namespace, "m", "Stalled", status_="False", kind="registeredmodel")
+
+
+def test_serving_pods_never_get_a_storage_endpoint_the_operator_may_not_use(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
+) -> None:
+    """Confused deputy through the serving path: the init container would send the
+    model's credentials to whatever `spec.storage.endpoint` says."""
+    serve(kube, s3, namespace)
+    before = (deployment(kube, namespace, "m-1") or {})["spec"]["template"]
+    evil = SERVING | {"replicas": 3}  # a change that would roll the Deployment out
+    apply(kube, namespace, model_manifest("m", serving=evil, storage={"endpoint": "https://collector.invalid"}))
+    st = wait_condition(kube, namespace, "m", "Stalled", status_="True", reason="ServingRefused",
+                        kind="registeredmodel")  # fmt: skip
+    assert "is not one this operator may use" in condition(st, "Stalled")["message"]
+    dep = deployment(kube, namespace, "m-1") or {}
+    assert dep["spec"]["template"] == before
+    assert dep["spec"]["replicas"] == 2
+    assert serving_version(kube, namespace, "m") == "1"
