@@ -161,7 +161,7 @@ def crds(kube: Cluster) -> Path:
     """The checked-in CRDs and admission policy, installed exactly as users install them."""
     kube.kubectl("apply", "--server-side", "-f", str(CRDS))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
-    kube.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "admission-policy.yaml"))
+    kube.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "base" / "admission-policy.yaml"))
     return CRDS
 
 

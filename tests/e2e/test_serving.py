@@ -8,11 +8,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from modelreg.devcluster import processes
 from tests.conftest import wait_for
-from tests.e2e.conftest import REPO, S3, Cluster, Operator
+from tests.e2e.conftest import S3, Cluster, Operator
 from tests.e2e.invariants import Invariants
 from tests.e2e.registry import (
     SERVING,
@@ -254,37 +252,6 @@ def test_disaster_recovery_from_the_same_yaml(
     wait_stage(kube, namespace, "m-2", "Staging")
     wait_replicas(kube, namespace, "m-2", 1)
     assert status(kube, namespace, "m", "registeredmodel")["productionVersion"] == "1"
-
-
-def test_the_shipped_rbac_is_enough(kube: Cluster, s3: S3, crds: Path, namespace: str, tmp_path: Path) -> None:
-    """Run the operator as the ServiceAccount of manifests/, with only the shipped ClusterRole."""
-
-    from tests.e2e.conftest import Operator
-
-    rendered = kube.kubectl("kustomize", str(REPO / "manifests"))
-    docs = [d for d in rendered.split("\n---\n") if "kind: Deployment" not in d]  # no image to run here
-    kube.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(docs))
-    token = kube.kubectl("create", "token", "modelreg-operator", "-n", "modelreg-system").strip()
-    config = json.loads(kube.kubectl("config", "view", "--raw", "--minify", "-o", "json"))
-    config["users"] = [{"name": "operator", "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = "operator"
-    kubeconfig = tmp_path / "operator.kubeconfig"
-    kubeconfig.write_text(json.dumps(config))
-    port = processes.free_port()
-    env = os.environ | s3.env() | {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace, "--resync-seconds", "3",
-            "--liveness", f"http://127.0.0.1:{port}/healthz"]  # fmt: skip
-    op = Operator(argv=argv, env=env, log_path=tmp_path / "operator.log", port=port)
-    op.start()
-    try:
-        serve_first_version(kube, s3, namespace)
-        kube.kubectl("scale", "deployment/m-1", "-n", namespace, "--replicas=5")
-        wait_replicas(kube, namespace, "m-1", 2)
-        log = op.log()
-        assert "Forbidden" not in log, log[-3000:]
-        assert "403" not in log, log[-3000:]
-    finally:
-        op.stop()
 
 
 def test_archived_deployments_beyond_retention_are_deleted(

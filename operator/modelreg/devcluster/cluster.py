@@ -212,6 +212,9 @@ def _apiserver_argv(
         f"--tls-private-key-file={c.apiserver.key}",
         f"--client-ca-file={c.ca.cert}",
         "--authorization-mode=RBAC",
+        # As on OpenShift: setting blockOwnerDeletion needs update on the owner's
+        # finalizers, so the e2e tests prove the shipped RBAC grants it.
+        "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={c.service_account.cert}",
         f"--service-account-signing-key-file={c.service_account.key}",
