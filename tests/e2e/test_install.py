@@ -22,6 +22,7 @@ from tests.e2e.registry import (
     deployment,
     model_manifest,
     secret_manifest,
+    service_selector,
     set_stage,
     upload,
     version_manifest,
@@ -166,3 +167,9 @@ def serve_and_switch(kube: Cluster, s3: S3, namespace: str) -> None:
 
     events = kube.get_json("-n", namespace, "events")["items"]
     assert any(e.get("reportingComponent") == "modelreg" for e in events), events
+
+    # Taken offline on purpose: Deployments and Services are deleted.
+    kube.kubectl("patch", "registeredmodel/m", "-n", namespace, "--type=json", "-p",
+                 json.dumps([{"op": "remove", "path": "/spec/serving"}]))  # fmt: skip
+    wait_for(lambda: service_selector(kube, namespace, "m") is None, timeout=60, what="Service m deleted")
+    wait_for(lambda: deployment(kube, namespace, "m-2") is None, timeout=60, what="m-2's Deployment deleted")
