@@ -85,7 +85,9 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     ]
     offline = state.model is None or (model_in is not None and served is None)
     if not offline and state.model is not None and model_in is not None:  # (an unreadable spec: left as is)
-        changed, deployed, drift_events = _apply_serving(ctx, namespace, state.model, model_in, inputs, plan, owned)
+        changed, deployed, drift_events = _apply_serving(
+            ctx, namespace, state.model, model_in, inputs, plan, owned, rollouts
+        )
         writes += changed
         events += drift_events
     for name in _status_write_order(plan, objects):
@@ -167,6 +169,33 @@ def _status_write_order(plan: lifecycle.Plan, objects: dict[str, Obj]) -> list[s
     return sorted(plan.versions, key=lambda name: (rank(name), name))
 
 
+def _renamed(
+    model: str,
+    inputs: list[lifecycle.VersionInput],
+    owned: kube.OwnedObjects,
+    desired: list[Obj],
+    rollouts: dict[str, Rollout],
+) -> list[str]:
+    """Deployments of our versions under a name the operator no longer renders (an
+    older naming rule): deleted once the version's Deployment under its current
+    name is Available, or at once when that one is not wanted at all. Their Pods
+    carry the same labels, so the Service selects both while the new one starts."""
+    wanted = {d["metadata"]["name"] for d in desired}
+    by_name = {v.name: v for v in inputs}
+    out = []
+    for name, live in owned.deployments.items():
+        kind, owner = _controller(live) or ("", "")
+        if kind != "ModelVersion" or owner not in by_name or name in wanted:
+            continue
+        current = serving.deployment_name(model, by_name[owner].spec.version)
+        if current == name:
+            continue  # the plan decides about it
+        rollout = rollouts.get(owner)
+        if current not in wanted or (rollout is not None and rollout.state is RolloutState.AVAILABLE):
+            out.append(name)
+    return out
+
+
 def _controller(obj: Obj) -> tuple[str, str] | None:
     """Kind and name of an object's controller. Not its uid: a ModelVersion
     re-created from Git (same name, new uid) adopts what its predecessor ran."""
@@ -202,6 +231,7 @@ def _apply_serving(
     inputs: list[lifecycle.VersionInput],
     plan: lifecycle.Plan,
     owned: kube.OwnedObjects,
+    rollouts: dict[str, Rollout] | None,
 ) -> tuple[int, dict[str, str], list[lifecycle.Event]]:
     """Apply the Services first (they switch only to a version already
     Available), then Deployments, then deletions; repair and report drift."""
@@ -263,7 +293,7 @@ def _apply_serving(
             events.append(lifecycle.Event(kind, target, "Recreated", message, warning=True))
         elif outcome == "repaired":
             events.append(lifecycle.Event(kind, target, "DriftRepaired", detail, warning=True))
-    for name in desired.delete:
+    for name in desired.delete + _renamed(model_in.name, inputs, owned, desired.deployments, rollouts or {}):
         if _controller(owned.deployments[name]) in {("ModelVersion", v.name) for v in inputs}:
             kube.delete_owned(ctx.client, namespace, kind="Deployment", name=name)
             writes += 1

@@ -34,13 +34,17 @@ DEFAULT_OPERATOR_IMAGE = "ghcr.io/modelreg/modelreg:0.1.0"
 _MAX_NAME = 63
 _DIGEST_LEN = 8
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN_PART = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_PLAIN_VERSION = re.compile(r"^[a-z0-9]([a-z0-9.]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 def deployment_name(model: str, version: str) -> str:
-    """`<model>-<version>` when that is a valid name; otherwise a sanitized form
-    ending in a short hash, so distinct versions never share a name.
+    """`<model>-<version>` when that is a valid name and the version has no
+    hyphen; otherwise a sanitized form ending in a short hash of the version, so
+    distinct versions never share a name. A hyphen in a plain name would make it
+    ambiguous across models (model `iris-a` version `1` and model `iris` version
+    `a-1` would both be `iris-a-1`); without one, the last hyphen splits model
+    from version.
 
     The hash always survives: what is cut to fit 63 characters is the readable
     part. Admission keeps model names short enough (52) that only the version is
@@ -48,7 +52,7 @@ def deployment_name(model: str, version: str) -> str:
     the hash then covers the model as well, as its full name is no longer shown.
     """
     plain = f"{model}-{version}"
-    if _SUBDOMAIN_PART.match(version) and len(plain) <= _MAX_NAME:
+    if _PLAIN_VERSION.match(version) and len(plain) <= _MAX_NAME:
         return plain
     safe = re.sub(r"[^a-z0-9-]+", "-", version.lower()).strip("-") or "v"
     hashed = version if len(model) + 3 + _DIGEST_LEN <= _MAX_NAME else f"{model}/{version}"

@@ -152,25 +152,24 @@ def test_a_second_object_for_the_same_version_is_held(
     assert status(kube, namespace, "m-1")["stage"] == "Production"
 
 
-def test_an_owned_name_taken_by_another_model_is_reported_not_taken_over(
-    kube: Cluster, s3: S3, namespace: str, operator: Operator
+def test_an_owned_name_somebody_else_holds_is_reported_not_taken_over(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
-    serve(kube, s3, namespace, model="iris-a", version="1")  # Deployment iris-a-1
-    before = deployment(kube, namespace, "iris-a-1")
+    serve(kube, s3, namespace)
+    kube.kubectl("create", "deployment", "m-2", "-n", namespace, "--image=registry.example.com/theirs:1")
+    before = deployment(kube, namespace, "m-2")
     assert before is not None
     art = upload(s3)
-    apply(kube, namespace, model_manifest("iris", serving=SERVING))
-    apply(kube, namespace, version_manifest("iris-a-1-v", model="iris", version="a-1", uri=art.uri,
-                                            stage="Production"))  # fmt: skip
-    wait_for(lambda: "NameConflict" in reasons(kube, namespace, "iris-a-1-v", type_="Warning"), timeout=60,
+    apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Production"))
+    wait_for(lambda: "NameConflict" in reasons(kube, namespace, "m-2", type_="Warning"), timeout=60,
              what="a NameConflict Warning")  # fmt: skip
-    st = wait_condition(kube, namespace, "iris-a-1-v", "RolledOut", status_="False", reason="RolloutFailed")
-    assert "belongs to ModelVersion/iris-a-1" in condition(st, "RolledOut")["message"]
-    after = deployment(kube, namespace, "iris-a-1")
+    st = wait_condition(kube, namespace, "m-2", "RolledOut", status_="False", reason="RolloutFailed")
+    assert "Deployment m-2 already exists and belongs to nobody" in condition(st, "RolledOut")["message"]
+    after = deployment(kube, namespace, "m-2")
     assert after is not None
-    assert after["metadata"]["ownerReferences"] == before["metadata"]["ownerReferences"]
-    assert after["metadata"]["labels"]["modelreg.dev/model"] == "iris-a"
-    assert serving_version(kube, namespace, "iris-a") == "1"
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert "ownerReferences" not in after["metadata"]
+    assert serving_version(kube, namespace, "m") == "1"
 
 
 def test_pods_that_cannot_be_created_fail_the_rollout(

@@ -41,6 +41,13 @@ def test_plain_versions_keep_plain_names() -> None:
     assert serving.deployment_name("iris", "RC1") != serving.deployment_name("iris", "rc1")
 
 
+def test_names_never_collide_across_models() -> None:
+    # A hyphen in the version would make `<model>-<version>` ambiguous.
+    assert serving.deployment_name("iris-a", "1") != serving.deployment_name("iris", "a-1")
+    assert serving.deployment_name("iris-2", "x") != serving.deployment_name("iris", "2-x")
+    assert re.fullmatch(r"iris-a-1-[0-9a-f]{8}", serving.deployment_name("iris", "a-1"))
+
+
 @pytest.mark.parametrize("model_len", [1, 40, 52, 53, 55, 60, 63])
 def test_a_long_name_keeps_its_hash_and_the_readable_part_is_cut(model_len: int) -> None:
     model = "m" * model_len

@@ -39,3 +39,16 @@ def test_a_name_another_owner_holds_is_a_failed_rollout() -> None:
     owned = kube.OwnedObjects(deployments={}, services={}, autoscaled={})
     rollouts = reconciling._rollouts("iris", SERVE, [version("2", Stage.PRODUCTION)], owned, {"iris-2": "taken"})
     assert rollouts["iris-2"].state is RolloutState.FAILED
+
+
+def test_a_deployment_under_an_older_name_goes_once_its_successor_is_available() -> None:
+    v = version("2", Stage.PRODUCTION)  # version "2"; pretend an older rule named its Deployment "iris-old-2"
+    owner = {"kind": "ModelVersion", "name": "iris-2", "controller": True}
+    old = live(2, 2) | {"metadata": {"name": "iris-old-2", "generation": 1, "ownerReferences": [owner]}}
+    owned = kube.OwnedObjects(deployments={"iris-old-2": old, "iris-2": live(2, 2)}, services={}, autoscaled={})
+    desired = [{"metadata": {"name": "iris-2"}}]
+    progressing = {"iris-2": reconciling.Rollout(RolloutState.PROGRESSING)}
+    assert reconciling._renamed("iris", [v], owned, desired, progressing) == []
+    available = {"iris-2": reconciling.Rollout(RolloutState.AVAILABLE)}
+    assert reconciling._renamed("iris", [v], owned, desired, available) == ["iris-old-2"]
+    assert reconciling._renamed("iris", [v], owned, [], progressing) == ["iris-old-2"]  # not wanted at all
