@@ -1,5 +1,6 @@
-"""A background checker of the serving invariants (DESIGN.md, "Invariants every
-serving test checks"), for one model in one namespace.
+"""A background checker of the serving invariants (never two versions with
+status.stage Production; while one is, the `<model>` Service selects a version
+and has a ready endpoint), for one model in one namespace.
 
 Used by e2e tests through the `invariants` fixture (tests/e2e/conftest.py) or
 directly as a context manager. It watches the real API server, keeps the latest

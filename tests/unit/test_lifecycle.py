@@ -1,4 +1,4 @@
-"""Scenarios of the lifecycle engine, one rule of DESIGN.md at a time."""
+"""Scenarios of the lifecycle engine, one rule (README, "Using it") at a time."""
 
 from __future__ import annotations
 

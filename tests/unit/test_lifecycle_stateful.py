@@ -6,7 +6,7 @@ within what admission allows), the store answers artifact checks, Deployments
 become Available or fail, the clock moves, the operator restarts and
 reconciles. Each reconcile calls `lifecycle.plan` the way `reconciling` does and
 feeds the statuses it returns back as the next input. After every step the
-rules of DESIGN.md that must hold at every instant are checked; the ones about
+lifecycle rules (README, "Using it") that must hold at every instant are checked; the ones about
 a single decision (who may take over, fixpoint, restart) are checked on each
 plan as it is made.
 """

@@ -1,10 +1,11 @@
 """Deciding: every version's effective stage and the one serving Production.
 
-Called through `lifecycle.plan`. The rules are DESIGN.md's: gates before
+Called through `lifecycle.plan`. The rules (README, "Using it"): gates before
 Staging and Production; exactly one Production version, the newest passing
 request winning (ties to the higher version); a failing request never disturbs
 the serving version; with serving enabled, the switch happens only once the new
-version's rollout is Available.
+version's rollout is Available, and the serving version keeps serving until
+another takes over (or `spec.serving` is removed).
 """
 
 from __future__ import annotations
