@@ -17,7 +17,8 @@ def test_stop_kills_the_process_and_its_children(tmp_path: Path) -> None:
         f"open({str(pidfile)!r}, 'w').write(str(c.pid)); time.sleep(60)"
     )
     proc = processes.start("parent", [sys.executable, "-c", script], log=tmp_path / "log", tie_to_parent=True)
-    child_pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=10, what="the child's pid"))
+    written = wait_for(lambda: pidfile.read_text() if pidfile.exists() else None, timeout=10, what="the child's pid")
+    child_pid = int(written)
     assert proc.alive()
 
     processes.stop(proc, timeout=5)

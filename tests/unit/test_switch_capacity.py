@@ -8,7 +8,7 @@ from typing import Any
 from modelreg import kube, reconciling
 from modelreg.api.common import Stage
 from modelreg.api.registeredmodel import Serving
-from modelreg.facts import RolloutState
+from modelreg.facts import Rollout, RolloutState
 from tests.unit.lifecycle_builders import version
 
 SERVE = Serving.model_validate({"image": "s:1", "replicas": 2, "stagingReplicas": 1})
@@ -47,8 +47,8 @@ def test_a_deployment_under_an_older_name_goes_once_its_successor_is_available()
     old = live(2, 2) | {"metadata": {"name": "iris-old-2", "generation": 1, "ownerReferences": [owner]}}
     owned = kube.OwnedObjects(deployments={"iris-old-2": old, "iris-2": live(2, 2)}, services={}, autoscaled={})
     desired = [{"metadata": {"name": "iris-2"}}]
-    progressing = {"iris-2": reconciling.Rollout(RolloutState.PROGRESSING)}
+    progressing = {"iris-2": Rollout(RolloutState.PROGRESSING)}
     assert reconciling._renamed("iris", [v], owned, desired, progressing) == []
-    available = {"iris-2": reconciling.Rollout(RolloutState.AVAILABLE)}
+    available = {"iris-2": Rollout(RolloutState.AVAILABLE)}
     assert reconciling._renamed("iris", [v], owned, desired, available) == ["iris-old-2"]
     assert reconciling._renamed("iris", [v], owned, [], progressing) == ["iris-old-2"]  # not wanted at all

@@ -123,4 +123,4 @@ def test_event_handlers_run_on_the_loop() -> None:
     """Kopf runs plain `def` handlers in executor threads; ours must be coroutines
     so their adds happen on the loop, not from Kopf's threads."""
     for handler in (handlers.on_model_event, handlers.on_version_event, handlers.on_owned_event):
-        assert inspect.iscoroutinefunction(handler), handler.__name__
+        assert inspect.iscoroutinefunction(handler), getattr(handler, "__name__", handler)
