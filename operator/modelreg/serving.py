@@ -209,12 +209,14 @@ def _readiness_probe(serving: Serving) -> Obj:
     probe = serving.readiness_probe
     if probe is None:
         return {"tcpSocket": {"port": serving.port}, "periodSeconds": 5, "failureThreshold": 3}
-    return {
+    rendered: Obj = {
         "httpGet": {"path": probe.path, "port": serving.port},
-        "initialDelaySeconds": probe.initial_delay_seconds,
         "periodSeconds": probe.period_seconds,
         "failureThreshold": probe.failure_threshold,
     }
+    if probe.initial_delay_seconds:  # the API server does not store a 0 here: rendering it would be drift forever
+        rendered["initialDelaySeconds"] = probe.initial_delay_seconds
+    return rendered
 
 
 def _toleration(toleration: Toleration) -> Obj:

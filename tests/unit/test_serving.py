@@ -115,8 +115,9 @@ def test_without_a_probe_a_pod_is_ready_once_the_serving_port_accepts_connection
     probe = render_pod()["containers"][0]["readinessProbe"]
     assert probe == {"tcpSocket": {"port": 9000}, "periodSeconds": 5, "failureThreshold": 3}
     given = render_pod(readinessProbe={"path": "/healthz", "periodSeconds": 2})["containers"][0]["readinessProbe"]
-    assert given == {"httpGet": {"path": "/healthz", "port": 9000}, "initialDelaySeconds": 0, "periodSeconds": 2,
-                     "failureThreshold": 3}  # fmt: skip
+    assert given == {"httpGet": {"path": "/healthz", "port": 9000}, "periodSeconds": 2, "failureThreshold": 3}
+    delayed = render_pod(readinessProbe={"initialDelaySeconds": 4})["containers"][0]["readinessProbe"]
+    assert delayed["initialDelaySeconds"] == 4
 
 
 def test_placement_reaches_the_pod_spec_exactly_as_given() -> None:
@@ -154,10 +155,14 @@ def test_extended_resources_reach_the_container_as_quantity_strings() -> None:
     }
 
 
-def test_placement_as_the_api_server_stores_it_is_not_drift() -> None:
-    pod = render_pod(nodeSelector={"pool": "a"}, tolerations=[{"key": "pool", "value": "a", "effect": "NoSchedule"}])
+def test_placement_and_probe_as_the_api_server_stores_them_are_not_drift() -> None:
+    pod = render_pod(nodeSelector={"pool": "a"}, tolerations=[{"key": "pool", "value": "a", "effect": "NoSchedule"}],
+                     readinessProbe={"path": "/healthz", "initialDelaySeconds": 0})  # fmt: skip
     live = copy.deepcopy(pod)
     live["containers"][0]["readinessProbe"] |= {"timeoutSeconds": 1, "successThreshold": 1}  # server defaults
+    live["containers"][0]["readinessProbe"]["httpGet"]["scheme"] = "HTTP"
+    if live["containers"][0]["readinessProbe"].get("initialDelaySeconds") == 0:
+        del live["containers"][0]["readinessProbe"]["initialDelaySeconds"]  # omitempty: a 0 is not stored
     live |= {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"}
     assert find_drift(pod, live) == []
     live["tolerations"].append({"key": "extra", "operator": "Exists"})
