@@ -205,7 +205,7 @@ class ModelServer(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     server: ModelServer
-    timeout = 30  # a client that stalls mid-request does not hold a thread forever
+    timeout = 10  # a client that stalls mid-request holds neither a thread nor the exit on SIGTERM for long
     server_version = "modelreg-example-server/0.1"
 
     def do_GET(self) -> None:
