@@ -21,9 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes.client import CoreV1Api, CustomObjectsApi
 
 from bench.environment import Environment, environment
+from modelreg.devcluster import cluster
 
 ROUNDS = 6
-SERVING = {"image": "registry.example.com/model-server:1.0", "replicas": 2, "stagingReplicas": 1}
+SERVING = {
+    "image": "registry.example.com/model-server:1.0",
+    "replicas": 2,
+    "stagingReplicas": 1,
+} | cluster.kwok_placement()  # the tainted kwok node runs the Pods
 
 
 def version(n: int, stage: str, sha: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from modelreg.api.common import API_VERSION, Stage
 from modelreg.api.modelversion import KIND as VERSION_KIND
-from modelreg.api.registeredmodel import ARTIFACT_PATH_ENV, Serving
+from modelreg.api.registeredmodel import ARTIFACT_PATH_ENV, Serving, Toleration
 from modelreg.api.registeredmodel import KIND as MODEL_KIND
 from modelreg.facts import Rollout, RolloutState
 from modelreg.versionorder import newest_key
@@ -168,17 +168,13 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
     }
     if serving.args:
         container["args"] = list(serving.args)
-    resources = {k: v for k, v in (("requests", serving.resources.requests), ("limits", serving.resources.limits)) if v}
+    # Quantities as strings, as the API server returns them: the Kubernetes client refuses
+    # an integer (`nvidia.com/gpu: 1`) where its model says Quantity is a string.
+    wanted = (("requests", serving.resources.requests), ("limits", serving.resources.limits))
+    resources = {k: {name: str(q) for name, q in v.items()} for k, v in wanted if v}
     if resources:
         container["resources"] = resources
-    if serving.readiness_probe:
-        probe = serving.readiness_probe
-        container["readinessProbe"] = {
-            "httpGet": {"path": probe.path, "port": serving.port},
-            "initialDelaySeconds": probe.initial_delay_seconds,
-            "periodSeconds": probe.period_seconds,
-            "failureThreshold": probe.failure_threshold,
-        }
+    container["readinessProbe"] = _readiness_probe(serving)
     fetch: Obj = {
         "name": "fetch-artifact",
         "image": operator_image,
@@ -188,7 +184,7 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
     }
     if env := _storage_env(storage):  # the API server drops an empty list; so do we
         fetch["env"] = env
-    return {
+    pod: Obj = {
         "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -200,6 +196,35 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
         "containers": [container],
         "volumes": [{"name": "model", "emptyDir": {}}],
     }
+    if serving.node_selector:
+        pod["nodeSelector"] = dict(serving.node_selector)
+    if serving.tolerations:
+        pod["tolerations"] = [_toleration(t) for t in serving.tolerations]
+    return pod
+
+
+def _readiness_probe(serving: Serving) -> Obj:
+    """The user's HTTP GET, or a TCP connect to the serving port: without any probe a
+    Pod would take traffic as soon as its process starts, before the model is loaded."""
+    probe = serving.readiness_probe
+    if probe is None:
+        return {"tcpSocket": {"port": serving.port}, "periodSeconds": 5, "failureThreshold": 3}
+    rendered: Obj = {
+        "httpGet": {"path": probe.path, "port": serving.port},
+        "periodSeconds": probe.period_seconds,
+        "failureThreshold": probe.failure_threshold,
+    }
+    if probe.initial_delay_seconds:  # the API server does not store a 0 here: rendering it would be drift forever
+        rendered["initialDelaySeconds"] = probe.initial_delay_seconds
+    return rendered
+
+
+def _toleration(toleration: Toleration) -> Obj:
+    # Only the fields given, as given: the API server drops empty strings, and a field
+    # rendered that the live object lacks would read as drift on every reconcile.
+    fields = {"key": toleration.key, "operator": toleration.operator, "value": toleration.value,
+              "effect": toleration.effect, "tolerationSeconds": toleration.toleration_seconds}  # fmt: skip
+    return {k: str(v) if isinstance(v, str) else v for k, v in fields.items() if v not in (None, "")}
 
 
 def _storage_env(storage: StorageEnv) -> list[Obj]:

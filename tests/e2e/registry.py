@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelreg import artifacts
+from modelreg.devcluster import cluster
 from tests.conftest import wait_for
 from tests.e2e.conftest import S3, Cluster
 
@@ -126,8 +127,9 @@ def operator_writes(audit_log: str, namespace: str) -> list[dict[str, Any]]:
     return writes
 
 
+# Placed on the dev cluster's kwok node explicitly: it is tainted, and a real node may run beside it.
 SERVING = {"image": "registry.example.com/model-server:1.0", "port": 8080, "replicas": 2, "stagingReplicas": 1,
-           "progressDeadlineSeconds": 10}  # fmt: skip
+           "progressDeadlineSeconds": 10} | cluster.kwok_placement()  # fmt: skip
 
 
 def deployment(kube: Cluster, namespace: str, name: str) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from modelreg import serving
 from modelreg.api.common import Stage
@@ -55,6 +56,7 @@ def _merge(obj: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 _DELETE = object()
+LONG_PREFIX = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # a DNS subdomain of 253 characters
 
 INVALID_ON_CREATE = [
     ("no model", version(spec__model=_DELETE), "spec.model: Required value"),
@@ -141,6 +143,40 @@ INVALID_ON_CREATE = [
     ("arg long", model(spec__serving__args=["x" * 2049]), "spec.serving.args[0]: Too long"),
     ("secret key long", model(spec__storage={"credentialsSecret": {"name": "s", "accessKeyIdKey": "k" * 254}}),
      "spec.storage.credentialsSecret.accessKeyIdKey: Too long"),
+    # Placement: what Pod validation would refuse in a nodeSelector or a toleration.
+    ("selector key", model(spec__serving__nodeSelector={"bad key!": "x"}),
+     ("spec.serving.nodeSelector", "node selector keys must be a label key")),
+    ("selector key prefix long", model(spec__serving__nodeSelector={"a" * 254 + "/x": "y"}),
+     ("spec.serving.nodeSelector", "node selector keys must be a label key")),
+    ("selector value", model(spec__serving__nodeSelector={"pool": "a b"}),
+     ("spec.serving.nodeSelector", "node selector values must be a label value")),
+    ("selector value long", model(spec__serving__nodeSelector={"pool": "x" * 64}),
+     "spec.serving.nodeSelector.pool: Too long"),
+    ("selector many", model(spec__serving__nodeSelector={f"k{i}": "v" for i in range(33)}),
+     "spec.serving.nodeSelector: Too many"),
+    ("toleration without key", model(spec__serving__tolerations=[{"value": "x"}]),
+     ("spec.serving.tolerations[0]", "a toleration without a key must have operator Exists")),
+    ("toleration exists with value", model(spec__serving__tolerations=[{"key": "k", "operator": "Exists",
+                                                                        "value": "v"}]),
+     ("spec.serving.tolerations[0]", "operator Exists matches any value: leave value out")),
+    ("toleration seconds not NoExecute", model(spec__serving__tolerations=[{"key": "k", "effect": "NoSchedule",
+                                                                            "tolerationSeconds": 5}]),
+     ("spec.serving.tolerations[0]", "tolerationSeconds applies to effect NoExecute only")),
+    ("toleration seconds alone", model(spec__serving__tolerations=[{"key": "k", "tolerationSeconds": 5}]),
+     ("spec.serving.tolerations[0]", "tolerationSeconds applies to effect NoExecute only")),
+    ("toleration seconds negative", model(spec__serving__tolerations=[{"key": "k", "effect": "NoExecute",
+                                                                       "tolerationSeconds": -1}]),
+     "spec.serving.tolerations[0].tolerationSeconds: Invalid value: -1"),
+    ("toleration operator", model(spec__serving__tolerations=[{"key": "k", "operator": "In"}]),
+     'spec.serving.tolerations[0].operator: Unsupported value: "In"'),
+    ("toleration effect", model(spec__serving__tolerations=[{"key": "k", "effect": "NoRun"}]),
+     'spec.serving.tolerations[0].effect: Unsupported value: "NoRun"'),
+    ("toleration key", model(spec__serving__tolerations=[{"key": "a b", "operator": "Exists"}]),
+     ("spec.serving.tolerations[0].key", "must be a label key")),
+    ("toleration value", model(spec__serving__tolerations=[{"key": "k", "value": "a/b"}]),
+     ("spec.serving.tolerations[0].value", "must be a label value")),
+    ("tolerations many", model(spec__serving__tolerations=[{"key": f"k{i}", "operator": "Exists"} for i in range(33)]),
+     "spec.serving.tolerations: Too many"),
     # A version names an object or a prefix inside its bucket.
     ("whole bucket", version(spec__artifact__uri="s3://bucket"),
      ("spec.artifact.uri", "must name an object or a prefix inside the bucket")),
@@ -162,6 +198,18 @@ VALID_ON_CREATE = [
     ("request without limit", model(spec__serving__resources={"requests": {"cpu": "4"}, "limits": {"memory": "1e9"}})),
     ("env", model(spec__serving__env=[{"name": "MODEL_DIR", "value": "/models"}, {"name": "B"}])),
     ("prefix", version(spec__artifact__uri="s3://bucket/models/iris/")),
+    ("placement", model(spec__serving__nodeSelector={"kubernetes.io/arch": "amd64", "nvidia.com/gpu.present": "true",
+                                                      "empty": ""},
+                        spec__serving__tolerations=[
+                            {"operator": "Exists"},
+                            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                            {"key": "k", "value": "v", "effect": "NoExecute", "tolerationSeconds": 300},
+                            {"key": "k", "operator": "Equal", "value": ""}, {"key": "", "operator": "Exists"}])),
+    ("placement at the limits", model(spec__serving__nodeSelector={LONG_PREFIX + f"/{i:02d}" + "n" * 61: "v" * 63
+                                                                    for i in range(32)},
+                                      spec__serving__tolerations=[{"key": LONG_PREFIX + f"/{i:02d}" + "n" * 61,
+                                                                   "value": "v" * 63, "effect": "NoExecute",
+                                                                   "tolerationSeconds": 31536000} for i in range(32)])),
     ("metrics at the limits", version(spec__metrics={f"{i:03d}" + "m" * 125: 1.0 for i in range(64)})),
 ]  # fmt: skip
 
@@ -213,6 +261,38 @@ def test_resources_are_admitted_exactly_when_their_deployment_would_be(
     spec = Serving.model_validate({"image": "registry.example.com/server:1", "resources": resources})
     ref = serving.VersionRef(name="m-1", uid="00000000-0000-0000-0000-000000000001", version="1",
                              uri="s3://bucket/m.bin", digest=SHA)  # fmt: skip
+    deployment = serving.render_deployment(model="m", serving=spec, version=ref, stage=Stage.PRODUCTION, replicas=1,
+                                           storage=serving.StorageEnv())  # fmt: skip
+    out = _apply(kube, namespace, deployment, "--dry-run=server")
+    assert (out.returncode == 0) == deployment_ok, out.stderr or out.stdout
+
+
+def _renders(serving_spec: dict[str, Any]) -> bool:
+    try:
+        Serving.model_validate(serving_spec)
+    except ValidationError:
+        return False
+    return True
+
+
+# Placement the model refuses, though a Pod would take it: bounded sizes.
+PLACEMENT_STRICTER_THAN_PODS = {"selector many"}
+PLACEMENT_CASES = [(c[0], c[1]["spec"]["serving"], c in VALID_ON_CREATE or c[0] in PLACEMENT_STRICTER_THAN_PODS)
+                   for c in [*INVALID_ON_CREATE, *VALID_ON_CREATE]
+                   if {"nodeSelector", "tolerations"} & set(c[1].get("spec", {}).get("serving", {}))
+                   and _renders(c[1]["spec"]["serving"])]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("serving_spec", "deployment_ok"), [c[1:] for c in PLACEMENT_CASES], ids=[c[0] for c in PLACEMENT_CASES]
+)
+def test_placement_is_admitted_exactly_when_its_deployment_would_be(
+    kube: Cluster, crds: Path, namespace: str, serving_spec: dict[str, Any], deployment_ok: bool
+) -> None:
+    # As for resources: the CEL rules stand in for Pod validation of nodeSelector and tolerations.
+    ref = serving.VersionRef(name="m-1", uid="00000000-0000-0000-0000-000000000001", version="1",
+                             uri="s3://bucket/m.bin", digest=SHA)  # fmt: skip
+    spec = Serving.model_validate(serving_spec)
     deployment = serving.render_deployment(model="m", serving=spec, version=ref, stage=Stage.PRODUCTION, replicas=1,
                                            storage=serving.StorageEnv())  # fmt: skip
     out = _apply(kube, namespace, deployment, "--dry-run=server")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelreg.devcluster import processes
+from modelreg.devcluster import cluster, processes
 from tests.conftest import wait_for
 from tests.e2e.conftest import REPO, S3, Cluster, Operator
 from tests.e2e.registry import (
@@ -58,6 +58,8 @@ def render(kube: Cluster, install: str, namespace: str) -> list[dict[str, Any]]:
         binding["metadata"]["namespace"] = container["args"][watched] = namespace
     else:
         assert "--namespace" not in operator_args(docs)
+    # Only kwok runs Pods here, and its node takes none that do not ask for it.
+    find(docs, "Deployment", "modelreg-operator")["spec"]["template"]["spec"].update(cluster.kwok_placement())
     return docs
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from modelreg.devcluster import cluster
 from tests.conftest import wait_for
 from tests.e2e.conftest import Cluster
 from tests.e2e.invariants import Invariants
@@ -75,7 +76,10 @@ def test_an_endpoint_lost_after_the_first_rollout_is_a_violation(
     apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=URI))
     forge_stage(kube, namespace, "m-1", "Production")
     service(kube, namespace, labels)  # no ready endpoint yet: the grace of an initial rollout
-    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "server", "image": "example/server:1"}]}}
+    pod = {
+        "metadata": {"labels": labels},
+        "spec": {"containers": [{"name": "server", "image": "example/server:1"}], **cluster.kwok_placement()},
+    }
     deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "m-1"},
               "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": pod}}  # fmt: skip
     apply(kube, namespace, json.dumps(deploy))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from modelreg.devcluster import cluster
 from tests.conftest import wait_for
 from tests.e2e.conftest import S3, Cluster, Operator
 from tests.e2e.invariants import Invariants
@@ -66,6 +67,9 @@ def test_production_version_is_served(
     server = pod["containers"][0]
     assert server["image"] == SERVING["image"]
     assert {"name": "WORKERS", "value": "2"} in server["env"]
+    assert server["readinessProbe"]["tcpSocket"] == {"port": 8080}  # the default: none was given
+    assert pod["nodeSelector"] == SERVING["nodeSelector"]
+    assert pod["tolerations"] == SERVING["tolerations"]
     for container in (init, server):
         ctx = container["securityContext"]
         assert ctx["allowPrivilegeEscalation"] is False
@@ -82,6 +86,34 @@ def test_production_version_is_served(
         {k: f[k] for k in ("manager", "operation")} for f in fields
     ]
     assert status(kube, namespace, "m", "registeredmodel")["endpoint"] == "m"
+
+
+def test_gpu_pods_land_where_placement_and_resources_say(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    # The kwok node offers nvidia.com/gpu; Pods must ask for one, select the node and tolerate its taint.
+    gpu = {"requests": {"cpu": "500m"}, "limits": {"nvidia.com/gpu": 1, "memory": "1Gi"}}
+    serve_first_version(kube, s3, namespace, resources=gpu, readinessProbe={"path": "/healthz", "periodSeconds": 2})
+    server = (deployment(kube, namespace, "m-1") or {})["spec"]["template"]["spec"]["containers"][0]
+    assert server["readinessProbe"]["httpGet"] | {"scheme": "HTTP"} == {
+        "path": "/healthz",
+        "port": 8080,
+        "scheme": "HTTP",
+    }
+    pods = kube.get_json("-n", namespace, "pods", "-l", "modelreg.dev/model=m,modelreg.dev/version=1")["items"]
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == cluster.NODE_NAME
+        assert pod["spec"]["nodeSelector"] == SERVING["nodeSelector"]
+        assert SERVING["tolerations"][0] in pod["spec"]["tolerations"]  # beside the API server's defaults
+        resources = pod["spec"]["containers"][0]["resources"]
+        assert resources["limits"]["nvidia.com/gpu"] == "1"
+        assert resources["requests"]["nvidia.com/gpu"] == "1"  # defaulted to the limit
+    # Steady: the server's defaults (toleration, probe fields, requests) are not drift.
+    generation = (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"]
+    time.sleep(7)  # two resyncs
+    assert (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"] == generation
+    assert "DriftRepaired" not in [e["reason"] for e in events(kube, namespace, "m-1")]
 
 
 def test_blue_green_switch_and_staging(
@@ -125,7 +157,7 @@ def test_a_failed_rollout_leaves_the_old_version_serving(
 ) -> None:
     serve_first_version(kube, s3, namespace)
     art = upload(s3)
-    node = "kwok-node-0"
+    node = cluster.NODE_NAME  # the one the Pods select
     kube.kubectl("cordon", node)  # new Pods cannot be scheduled: they never become ready
     try:
         apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Production"))

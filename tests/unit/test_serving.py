@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from modelreg import serving
 from modelreg.api.common import Stage
 from modelreg.api.registeredmodel import Serving
+from modelreg.drift import find_drift
 from modelreg.facts import RolloutState
 
 SERVE = Serving.model_validate({"image": "srv:1", "port": 9000, "replicas": 3, "stagingReplicas": 1,
@@ -100,6 +102,72 @@ def test_the_deployment_carries_only_the_serving_fields_and_a_restricted_context
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert set(pod) == {"automountServiceAccountToken", "securityContext", "initContainers", "containers", "volumes"}
+
+
+def render_pod(**fields: object) -> dict:  # type: ignore[type-arg]
+    spec = Serving.model_validate({"image": "srv:1", "port": 9000, **fields})
+    dep = serving.render_deployment(model="m", serving=spec, version=ref(), stage=Stage.PRODUCTION, replicas=1,
+                                    storage=serving.StorageEnv())  # fmt: skip
+    return dict(dep["spec"]["template"]["spec"])
+
+
+def test_without_a_probe_a_pod_is_ready_once_the_serving_port_accepts_connections() -> None:
+    probe = render_pod()["containers"][0]["readinessProbe"]
+    assert probe == {"tcpSocket": {"port": 9000}, "periodSeconds": 5, "failureThreshold": 3}
+    given = render_pod(readinessProbe={"path": "/healthz", "periodSeconds": 2})["containers"][0]["readinessProbe"]
+    assert given == {"httpGet": {"path": "/healthz", "port": 9000}, "periodSeconds": 2, "failureThreshold": 3}
+    delayed = render_pod(readinessProbe={"initialDelaySeconds": 4})["containers"][0]["readinessProbe"]
+    assert delayed["initialDelaySeconds"] == 4
+
+
+def test_placement_reaches_the_pod_spec_exactly_as_given() -> None:
+    pod = render_pod(
+        nodeSelector={"nvidia.com/gpu.present": "true", "pool": "inference"},
+        tolerations=[
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "pool", "value": "inference"},
+            {"operator": "Exists"},
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": 0},
+        ],
+    )  # fmt: skip
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "pool": "inference"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "pool", "value": "inference"},  # no operator given: the API server's Equal is not written
+        {"operator": "Exists"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 0},
+    ]
+    assert all(type(v) in (str, int) for t in pod["tolerations"] for v in t.values())  # plain JSON, no enums
+    # An empty value is what the API server stores as absent: rendering it would be drift forever.
+    assert render_pod(tolerations=[{"key": "k", "operator": "Equal", "value": ""}])["tolerations"] == [
+        {"key": "k", "operator": "Equal"}
+    ]
+    assert "nodeSelector" not in render_pod()
+    assert "tolerations" not in render_pod()
+
+
+def test_extended_resources_reach_the_container_as_quantity_strings() -> None:
+    resources = {"requests": {"cpu": 1, "nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}}
+    assert render_pod(resources=resources)["containers"][0]["resources"] == {
+        "requests": {"cpu": "1", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1", "memory": "4Gi"},
+    }
+
+
+def test_placement_and_probe_as_the_api_server_stores_them_are_not_drift() -> None:
+    pod = render_pod(nodeSelector={"pool": "a"}, tolerations=[{"key": "pool", "value": "a", "effect": "NoSchedule"}],
+                     readinessProbe={"path": "/healthz", "initialDelaySeconds": 0})  # fmt: skip
+    live = copy.deepcopy(pod)
+    live["containers"][0]["readinessProbe"] |= {"timeoutSeconds": 1, "successThreshold": 1}  # server defaults
+    live["containers"][0]["readinessProbe"]["httpGet"]["scheme"] = "HTTP"
+    if live["containers"][0]["readinessProbe"].get("initialDelaySeconds") == 0:
+        del live["containers"][0]["readinessProbe"]["initialDelaySeconds"]  # omitempty: a 0 is not stored
+    live |= {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"}
+    assert find_drift(pod, live) == []
+    live["tolerations"].append({"key": "extra", "operator": "Exists"})
+    live["nodeSelector"]["pool"] = "b"
+    assert find_drift(pod, live) == [".nodeSelector.pool", ".tolerations"]
 
 
 def test_an_autoscaled_deployment_leaves_replicas_out() -> None:

@@ -82,6 +82,65 @@ class Resources(ApiModel):
     resources, which need a limit)."""
 
 
+# Label keys (a qualified name with an optional DNS-subdomain prefix) and label values, as
+# Pod validation checks nodeSelector and tolerations. Backslashes doubled for CEL strings.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+_LABEL_VALUE = rf"^({_LABEL_NAME})?$"
+_LABEL_KEY_MESSAGE = (
+    "must be a label key: an optional DNS subdomain prefix of at most 253 characters and '/', then a name of "
+    "at most 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit "
+    "(e.g. kubernetes.io/arch, gpu)"
+)
+_LABEL_VALUE_MESSAGE = (
+    "must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+)
+MAX_LABEL_KEY = 253 + 1 + 63
+
+
+def _label_key_rule(expr: str) -> str:
+    return f"{expr}.matches('{_LABEL_KEY}') && ({expr}.indexOf('/') <= 253)"
+
+
+class TaintEffect(enum.StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class TolerationOperator(enum.StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class Toleration(ApiModel):
+    """A taint the serving Pods tolerate, as in a Pod spec."""
+
+    model_config = ConfigDict(json_schema_extra=rules(cel(
+        "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+        "a toleration without a key must have operator Exists (it then tolerates every taint)",
+    ), cel(
+        "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+        "a toleration with operator Exists matches any value: leave value out",
+    ), cel(
+        "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+        "tolerationSeconds applies to effect NoExecute only (how long a Pod stays bound once the taint appears)",
+    )))  # fmt: skip
+
+    key: Annotated[str | None, Field(max_length=MAX_LABEL_KEY, json_schema_extra=rules(cel(
+        f"self == '' || ({_label_key_rule('self')})", _LABEL_KEY_MESSAGE)))] = None  # fmt: skip
+    """Taint key to match; without it, operator must be Exists and every taint is tolerated."""
+    operator: TolerationOperator | None = None
+    """Equal (the default: key and value must match) or Exists (any value of the key)."""
+    value: Annotated[str | None, Field(max_length=63, json_schema_extra=rules(cel(
+        f"self.matches('{_LABEL_VALUE}')", _LABEL_VALUE_MESSAGE)))] = None  # fmt: skip
+    """Taint value to match, with operator Equal."""
+    effect: TaintEffect | None = None
+    """Taint effect to match: NoSchedule, PreferNoSchedule or NoExecute; without it, every effect."""
+    toleration_seconds: Annotated[int | None, Field(alias="tolerationSeconds", ge=0, le=31536000)] = None
+    """With effect NoExecute: seconds a Pod stays on a node after the taint appears (without it, forever)."""
+
+
 class ReadinessProbe(ApiModel):
     """An HTTP GET that tells when a serving Pod can take traffic."""
 
@@ -128,7 +187,16 @@ class Serving(ApiModel):
         "stage to Staging")))] = 1  # fmt: skip
     """Replicas of the Staging version, at least 1."""
     readiness_probe: Annotated[ReadinessProbe | None, Field(alias="readinessProbe")] = None
-    """Readiness probe; without it a Pod is ready once its containers run."""
+    """Readiness probe, an HTTP GET on the serving port. Without it, a TCP connection to the serving port
+    every 5 seconds: a Pod takes traffic once its server accepts connections."""
+    node_selector: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(
+        alias="nodeSelector", json_schema_extra={"maxProperties": 32, **rules(
+            cel(f"self.all(k, {_label_key_rule('k')})", f"node selector keys {_LABEL_KEY_MESSAGE}"),
+            cel(f"self.all(k, self[k].matches('{_LABEL_VALUE}'))", f"node selector values {_LABEL_VALUE_MESSAGE}"),
+        )})] = {}  # fmt: skip
+    """Node labels the serving Pods require (at most 32), e.g. {nvidia.com/gpu.present: "true"}."""
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    """Taints the serving Pods tolerate (at most 32), e.g. of nodes reserved for GPU workloads."""
     progress_deadline_seconds: Annotated[int, Field(alias="progressDeadlineSeconds", ge=10)] = 600
     """Seconds a rollout may take before it counts as failed."""
 

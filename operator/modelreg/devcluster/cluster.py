@@ -24,6 +24,19 @@ from pathlib import Path
 from modelreg.devcluster import building, pki, processes, s3server
 
 NODE_NAME = "kwok-node-0"
+# The kwok node runs nothing, so nothing lands on it by accident: it carries a taint,
+# and what should run there (the e2e tests' and the demo's serving Pods) asks for it
+# by label and tolerates the taint. A real node beside it stays the default.
+KWOK_NODE_LABEL = ("modelreg.dev/node", "kwok")
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+
+
+def kwok_placement() -> dict[str, object]:
+    """`spec.serving` fields (also valid in a Pod spec) that place Pods on the kwok node."""
+    key, value = KWOK_NODE_LABEL
+    return {"nodeSelector": {key: value}, "tolerations": [{**KWOK_TAINT, "operator": "Equal"}]}
+
+
 SERVICE_IP = "10.0.0.1"
 Log = Callable[[str], None]
 
@@ -325,11 +338,19 @@ def _create_node(bins: building.Binaries, state: ClusterState) -> None:
         "metadata": {
             "name": NODE_NAME,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"type": "kwok", "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": NODE_NAME,
+                "kubernetes.io/os": "linux",
+                KWOK_NODE_LABEL[0]: KWOK_NODE_LABEL[1],
+            },
         },
+        "spec": {"taints": [KWOK_TAINT]},
+        # GPUs too (an extended resource, as the NVIDIA device plugin reports them), so
+        # serving specs that ask for one can be scheduled and tested here.
         "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500"},
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "500", "nvidia.com/gpu": "8"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "500", "nvidia.com/gpu": "8"},
         },
     }
     path = Path(state.directory) / "node.json"

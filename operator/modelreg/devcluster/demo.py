@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from modelreg import artifacts
 from modelreg.api.crds import write_crds
@@ -45,7 +48,9 @@ def run_demo(*, examples: Path, namespace: str, directory: Path | None = None) -
         state.save()
 
     cluster.kubectl(bins, state, "create", "namespace", namespace, check=False)
-    kubectl("apply", "-n", namespace, "-f", str(examples))
+    placed = Path(state.directory) / "examples.yaml"
+    placed.write_text(examples_on_kwok(examples))
+    kubectl("apply", "-n", namespace, "-f", str(placed))
     kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "modelversions", "--all")
     kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "registeredmodels", "--all")
     kubectl("wait", "-n", namespace, "--for=condition=Available", "--timeout=120s", "deployments", "--all")
@@ -59,6 +64,23 @@ def run_demo(*, examples: Path, namespace: str, directory: Path | None = None) -
     print("Stop everything (cluster, S3 server, operator) and delete its data:")
     print("  modelreg devcluster down")
     return 0
+
+
+def examples_on_kwok(examples: Path) -> str:
+    """The manifests in `examples/`, their models served on the dev cluster's kwok node.
+
+    The examples themselves name no node: on a real cluster they run wherever the
+    scheduler puts them. Here the kwok node is tainted so that nothing lands on it by
+    accident, and the demo's serving Pods ask for it explicitly.
+    """
+    docs: list[dict[str, Any]] = []
+    for path in sorted(examples.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        serving = (doc.get("spec") or {}).get("serving") if doc.get("kind") == "RegisteredModel" else None
+        if isinstance(serving, dict):
+            serving.update(cluster.kwok_placement())
+    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def seed_bucket(state: cluster.ClusterState, root: Path) -> None:
