@@ -128,8 +128,8 @@ def operator_writes(audit_log: str, namespace: str) -> list[dict[str, Any]]:
 
 
 # Placed on the dev cluster's kwok node explicitly: it is tainted, and a real node may run beside it.
-SERVING = {"image": "registry.example.com/model-server:1.0", "port": 8080, "replicas": 2, "stagingReplicas": 1,
-           "progressDeadlineSeconds": 10} | cluster.kwok_placement()  # fmt: skip
+SERVING: dict[str, Any] = {"image": "registry.example.com/model-server:1.0", "port": 8080, "replicas": 2,
+                           "stagingReplicas": 1, "progressDeadlineSeconds": 10} | cluster.kwok_placement()  # fmt: skip
 
 
 def deployment(kube: Cluster, namespace: str, name: str) -> dict[str, Any] | None:

@@ -58,7 +58,7 @@ def _merge(obj: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 _DELETE = object()
 LONG_PREFIX = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # a DNS subdomain of 253 characters
 
-INVALID_ON_CREATE = [
+INVALID_ON_CREATE: list[tuple[str, dict[str, Any], str | tuple[str, ...]]] = [
     ("no model", version(spec__model=_DELETE), "spec.model: Required value"),
     ("no artifact", version(spec__artifact=_DELETE), "spec.artifact: Required value"),
     ("no spec", version(spec=_DELETE), "spec: Required value"),
@@ -186,7 +186,7 @@ INVALID_ON_CREATE = [
      ("spec.artifact.uri", "must name an object or a prefix inside the bucket")),
 ]  # fmt: skip
 
-VALID_ON_CREATE = [
+VALID_ON_CREATE: list[tuple[str, dict[str, Any]]] = [
     ("model name at the limit", model(metadata__name="m" * 52)),
     ("model name with staging inside", model(metadata__name="staging-iris")),
     ("version model at the limit", version(spec__model="m" * 52)),
@@ -277,10 +277,13 @@ def _renders(serving_spec: dict[str, Any]) -> bool:
 
 # Placement the model refuses, though a Pod would take it: bounded sizes.
 PLACEMENT_STRICTER_THAN_PODS = {"selector many"}
-PLACEMENT_CASES = [(c[0], c[1]["spec"]["serving"], c in VALID_ON_CREATE or c[0] in PLACEMENT_STRICTER_THAN_PODS)
-                   for c in [*INVALID_ON_CREATE, *VALID_ON_CREATE]
-                   if {"nodeSelector", "tolerations"} & set(c[1].get("spec", {}).get("serving", {}))
-                   and _renders(c[1]["spec"]["serving"])]  # fmt: skip
+_ALL_CASES = [*((name, obj) for name, obj, _ in INVALID_ON_CREATE), *VALID_ON_CREATE]
+PLACEMENT_CASES: list[tuple[str, dict[str, Any], bool]] = [
+    (name, obj["spec"]["serving"], (name, obj) in VALID_ON_CREATE or name in PLACEMENT_STRICTER_THAN_PODS)
+    for name, obj in _ALL_CASES
+    if {"nodeSelector", "tolerations"} & set(obj.get("spec", {}).get("serving", {}))
+    and _renders(obj["spec"]["serving"])
+]
 
 
 @pytest.mark.parametrize(
