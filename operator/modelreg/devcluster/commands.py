@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from modelreg.devcluster import building, cluster
+from modelreg.devcluster import building, cluster, packages
 
 
 def dispatch(action: str, *, directory: Path | None) -> int:
@@ -19,7 +19,13 @@ def dispatch(action: str, *, directory: Path | None) -> int:
 
 def build(_: Path) -> int:
     bins = building.ensure_binaries()
+    building.ensure_kubelet()
     print(f"binaries ready in {bins.kubectl.parent.parent}")
+    try:
+        packages.ensure_packages(log=building.say)
+    except packages.PackagesUnavailable as exc:
+        # Only `up --real-node` needs them; the control plane and kwok run without.
+        print(f"note: {exc}")
     return 0
 
 
