@@ -42,7 +42,7 @@ LOCK = Path("/run/modelreg-real-node")
 
 # What the kubelet rewrites (it refuses to start under protectKernelDefaults
 # unless they already hold its values), and what the bridge plugin turns on.
-_SYSCTLS = (
+SYSCTLS = (
     "vm/overcommit_memory",
     "vm/panic_on_oom",
     "kernel/panic",
@@ -52,7 +52,7 @@ _SYSCTLS = (
     "net/ipv4/ip_forward",
 )
 # Host paths the kubelet or containerd write to whatever their configured roots.
-_HOST_PATHS = (
+HOST_PATHS = (
     "/var/lib/kubelet",
     "/var/log/containers",
     "/var/log/pods",
@@ -109,8 +109,8 @@ def up(
     record = HostRecord(
         cluster=str(cluster_dir),
         node_ip=_node_ip(),
-        sysctls={k: _read_sysctl(k) for k in _SYSCTLS},
-        existed={p: os.path.lexists(p) for p in _HOST_PATHS},
+        sysctls={k: _read_sysctl(k) for k in SYSCTLS},
+        existed={p: os.path.lexists(p) for p in HOST_PATHS},
     )
     (d / "host.json").write_text(json.dumps(asdict(record), indent=2))
 
@@ -172,7 +172,7 @@ def down(cluster_dir: Path, *, kubectl: Callable[..., str] | None, procs: dict[s
     address = str(containerd_address(cluster_dir))
     _kill_matching(lambda argv: "containerd-shim" in argv[0] and address in argv)
     _kill_kubepods()
-    ours = _our_netns()
+    ours = our_netns()
     _unmount_under([str(d), *(p for p in ("/var/lib/kubelet", "/run/containerd") if not record.existed[p]), *ours])
     for ns in ours:
         with contextlib.suppress(OSError):
@@ -180,8 +180,13 @@ def down(cluster_dir: Path, *, kubectl: Callable[..., str] | None, procs: dict[s
     _remove_kubepods_cgroups()
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
     _remove_masquerade_rules()
-    for f in Path("/var/lib/cni/results").glob(f"{NETWORK}-*"):
+    # libcni's cache of what a Pod's CNI ADD returned; DEL removes it, a killed Pod leaves it.
+    # containerd also runs a loopback network per sandbox, cached under the same sandbox id.
+    results = Path("/var/lib/cni/results")
+    for f in results.glob(f"{NETWORK}-*-eth0"):
+        sandbox = f.name.removeprefix(f"{NETWORK}-").removesuffix("-eth0")
         f.unlink(missing_ok=True)
+        (results / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
     _restore_host_paths(record)
     for key, value in record.sysctls.items():
         if _read_sysctl(key) != value:
@@ -435,7 +440,7 @@ def _remove_kubepods_cgroups() -> None:
             top.rmdir()
 
 
-def _our_netns() -> list[str]:
+def our_netns() -> list[str]:
     """Network namespaces holding an address from this node's pod subnet (podman's live beside them)."""
     prefix = POD_SUBNET.rsplit(".", 1)[0] + "."
     found = []
