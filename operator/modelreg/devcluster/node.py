@@ -77,6 +77,7 @@ class HostRecord:
     node_ip: str
     sysctls: dict[str, str]
     existed: dict[str, bool]
+    netns_bind: bool = False  # `up` made /run/netns a mount point of its own
 
 
 def node_dir(cluster_dir: Path) -> Path:
@@ -111,6 +112,7 @@ def up(
         node_ip=_node_ip(),
         sysctls={k: _read_sysctl(k) for k in SYSCTLS},
         existed={p: os.path.lexists(p) for p in HOST_PATHS},
+        netns_bind=_prepare_netns_dir(),
     )
     (d / "host.json").write_text(json.dumps(asdict(record), indent=2))
 
@@ -213,6 +215,26 @@ def _take_lock(cluster_dir: Path) -> None:
                 f"the dev cluster in {owner} runs this host's real node; stop it first (`modelreg devcluster down`)"
             )
     LOCK.write_text(str(cluster_dir))
+
+
+def _prepare_netns_dir() -> bool:
+    """Make /run/netns a shared mount point before containerd creates namespaces in it.
+
+    containerd 1.6 (like podman) bind-mounts /run/netns onto itself when it is not
+    a mount point yet. Once, two Pods started together left a namespace mounted
+    *under* such a bind mount made between their two sandboxes: invisible by its
+    path, so `down` could not remove it. With the mount point in place first, nobody
+    makes that bind any more. Returns whether the bind mount is ours.
+    """
+    netns = "/run/netns"
+    if netns in _mount_points():
+        return False
+    os.makedirs(netns, exist_ok=True)
+    for flags in (["--bind", netns, netns], ["--make-shared", netns]):
+        proc = subprocess.run(["mount", *flags], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise NodeError(f"mount {' '.join(flags)} failed: {proc.stderr.strip()}")
+    return True
 
 
 def _node_ip() -> str:
@@ -499,8 +521,11 @@ def _restore_host_paths(record: HostRecord) -> None:
         if not record.existed["/var/lib/cni"]:
             with contextlib.suppress(OSError):
                 os.rmdir(path)
+    # Shared with podman too: undo the bind mount and the folder only when nothing is left in it.
     netns = Path("/run/netns")
-    if not record.existed["/run/netns"] and netns.is_dir() and not any(netns.iterdir()):
-        _unmount_under(["/run/netns"])
-        with contextlib.suppress(OSError):
-            netns.rmdir()
+    if netns.is_dir() and not any(netns.iterdir()):
+        if record.netns_bind:
+            _unmount_under([str(netns)])
+        if not record.existed[str(netns)]:
+            with contextlib.suppress(OSError):
+                netns.rmdir()
