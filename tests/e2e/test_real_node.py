@@ -46,7 +46,7 @@ def _host_snapshot() -> dict[str, object]:
     """The host state the real node touches, as comparable values."""
     return {
         "sysctls": {k: Path("/proc/sys", k).read_text().strip() for k in node.SYSCTLS},
-        "paths": {p: os.path.lexists(p) for p in node.HOST_PATHS},
+        "paths": {p: os.path.lexists(p) for p in (*node.HOST_PATHS, str(node.RUN_DIR), str(node.KUBELET_ROOT))},
         "kube_chains": [
             line
             for tool in ("iptables-save", "ip6tables-save")
@@ -72,14 +72,13 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     except Exception as exc:
         unavailable(f"the dev cluster with a real node could not start: {exc}")
     kube = Cluster(kubeconfig=state.kubeconfig, kubectl_path=str(bins.kubectl), audit_log=state.audit_log, state=state)
-    archive = images.write_oci_archive(images.busybox(IMAGE), directory / "busybox-e2e.tar")
-    images.import_image(archive, address=node.containerd_address(directory))
-    handle = RealCluster(kube=kube, state=state, directory=directory, host_before=before)
-    # The node's first two sandboxes start together, as when a namespace was once left
-    # hidden under a bind mount of /run/netns (see node._prepare_netns_dir).
-    _web_pods(kube, "first-a", "first-b")
     try:
-        yield handle
+        archive = images.write_oci_archive(images.busybox(IMAGE), directory / "busybox-e2e.tar")
+        images.import_image(archive, address=node.CONTAINERD_ADDRESS)
+        # The node's first two sandboxes start together, as when a namespace was once left
+        # hidden under a bind mount of /run/netns (see node._prepare_netns_dir).
+        _web_pods(kube, "first-a", "first-b")
+        yield RealCluster(kube=kube, state=state, directory=directory, host_before=before)
     finally:
         cluster.down(directory)
 
@@ -228,13 +227,14 @@ def test_down_leaves_the_host_as_it_was(real: RealCluster) -> None:
 
     assert {"containerd", "kubelet"} <= set(stopped)
     assert not any(p.alive() for p in node_procs)
-    address = str(node.containerd_address(real.directory))
+    address = str(node.CONTAINERD_ADDRESS)
     shims = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and address in _cmdline(p)]
     assert shims == [], f"processes talking to the node's containerd survived: {shims}"
     survivors = [pid for pid, proc in real.seen_processes.items() if proc.alive()]
     assert survivors == [], f"processes of the node's Pods survived: {survivors}"
     mounts = Path("/proc/self/mountinfo").read_text()
-    for prefix in (str(real.directory), "/var/lib/kubelet", "/run/containerd", *netns_before_down):
+    node_paths = (str(real.directory), str(node.KUBELET_ROOT), "/var/lib/kubelet", "/run/containerd")
+    for prefix in (*node_paths, *netns_before_down):
         assert f" {prefix}" not in mounts, f"a mount under {prefix} survived"
     assert not any(os.path.lexists(ns) for ns in netns_before_down)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
@@ -249,3 +249,35 @@ def _cmdline(proc_dir: Path) -> str:
         return (proc_dir / "cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_down_after_the_node_crashed_still_cleans_the_host(real: RealCluster, tmp_path: Path) -> None:
+    """kubelet and containerd SIGKILLed (as when a test session dies): their Pods, shims,
+    mounts and namespaces outlive them, and `down` must find and remove them by itself."""
+    if not real.is_down:  # one real node per host: the module's must go first
+        cluster.down(real.directory)
+        real.is_down = True
+    directory = tmp_path / "crashing"
+    state = cluster.up(directory, bins=building.binaries(), with_s3=False, real_node=True, tie_to_parent=True)
+    try:
+        kube = Cluster(kubeconfig=state.kubeconfig, kubectl_path=str(building.binaries().kubectl), state=state)
+        archive = images.write_oci_archive(images.busybox(IMAGE), directory / "busybox-e2e.tar")
+        images.import_image(archive, address=node.CONTAINERD_ADDRESS)
+        _web_pods(kube, "crash-a", "crash-b")
+        pod_processes = [
+            processes.Process(name="pod", pid=pid, started=started, log="")
+            for procs in Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs")
+            for pid in map(int, procs.read_text().split())
+            if (started := processes.start_time(pid)) is not None
+        ]
+        for name in ("kubelet", "containerd"):
+            processes.kill(state.processes[name])
+        assert pod_processes
+        assert all(p.alive() for p in pod_processes), "the Pods should outlive their kubelet and containerd"
+    finally:
+        cluster.down(directory)
+
+    assert not any(p.alive() for p in pod_processes)
+    assert not [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and str(directory) in _cmdline(p)]
+    assert _host_snapshot() == real.host_before
+    assert f" {directory}" not in Path("/proc/self/mountinfo").read_text()

@@ -38,7 +38,14 @@ BRIDGE = "mrnode0"
 POD_SUBNET = "10.231.0.0/24"  # away from podman's 10.88/16 and 10.89.x defaults and kwok's fake 10.244/16
 CNI_BIN = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
-LOCK = Path("/run/modelreg-real-node")
+# Host-wide, as there is one real node per host: the lock naming the cluster that
+# owns it, and containerd's sockets (a path under a pytest tmp dir outgrows the
+# 108 bytes a unix socket path may have).
+RUN_DIR = Path("/run/modelreg/real-node")
+LOCK = RUN_DIR / "owner"
+CONTAINERD_ADDRESS = RUN_DIR / "containerd.sock"
+# The kubelet's root holds sockets too (pod-resources, plugins), so it cannot live there either.
+KUBELET_ROOT = Path("/var/lib/modelreg/real-node/kubelet")
 
 # What the kubelet rewrites (it refuses to start under protectKernelDefaults
 # unless they already hold its values), and what the bridge plugin turns on.
@@ -84,10 +91,6 @@ def node_dir(cluster_dir: Path) -> Path:
     return cluster_dir / "node"
 
 
-def containerd_address(cluster_dir: Path) -> Path:
-    return node_dir(cluster_dir) / "containerd" / "containerd.sock"
-
-
 def up(
     cluster_dir: Path,
     *,
@@ -123,7 +126,7 @@ def up(
     kubectl("apply", "-f", str(d / "rbac.json"))
 
     started = time.monotonic()
-    address = containerd_address(cluster_dir)
+    address = CONTAINERD_ADDRESS
     (d / "containerd").mkdir(exist_ok=True)
     (d / "containerd" / "config.toml").write_text(_containerd_config(d, address))
     (d / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
@@ -142,7 +145,7 @@ def up(
             kubelet,
             f"--config={d / 'kubelet-config.json'}",
             f"--kubeconfig={d / 'kubeconfig'}",
-            f"--root-dir={d / 'kubelet'}",
+            f"--root-dir={KUBELET_ROOT}",
             f"--cert-dir={d / 'kubelet-pki'}",
             f"--hostname-override={NODE_NAME}",
             f"--node-ip={record.node_ip}",
@@ -171,11 +174,12 @@ def down(cluster_dir: Path, *, kubectl: Callable[..., str] | None, procs: dict[s
     for proc in (kubelet, containerd):
         if proc is not None:
             processes.stop(proc)
-    address = str(containerd_address(cluster_dir))
+    address = str(CONTAINERD_ADDRESS)
     _kill_matching(lambda argv: "containerd-shim" in argv[0] and address in argv)
     _kill_kubepods()
     ours = our_netns()
-    _unmount_under([str(d), *(p for p in ("/var/lib/kubelet", "/run/containerd") if not record.existed[p]), *ours])
+    host_dirs = [p for p in ("/var/lib/kubelet", "/run/containerd") if not record.existed[p]]
+    _unmount_under([str(d), str(KUBELET_ROOT), *host_dirs, *ours])
     for ns in ours:
         with contextlib.suppress(OSError):
             os.unlink(ns)
@@ -195,7 +199,8 @@ def down(cluster_dir: Path, *, kubectl: Callable[..., str] | None, procs: dict[s
             Path("/proc/sys", key).write_text(value)
     with contextlib.suppress(OSError):
         if LOCK.read_text() == str(cluster_dir):
-            LOCK.unlink()
+            shutil.rmtree(RUN_DIR)
+            RUN_DIR.parent.rmdir()  # only if empty
 
 
 def describe(kubectl: Callable[..., str]) -> str:
@@ -212,8 +217,10 @@ def _take_lock(cluster_dir: Path) -> None:
         owner = Path(LOCK.read_text())
         if owner != cluster_dir and (node_dir(owner) / "host.json").exists():
             raise NodeError(
-                f"the dev cluster in {owner} runs this host's real node; stop it first (`modelreg devcluster down`)"
+                f"the dev cluster in {owner} runs this host's real node (or died leaving it); "
+                f"stop it first: modelreg devcluster --dir {owner} down"
             )
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
     LOCK.write_text(str(cluster_dir))
 
 
@@ -513,6 +520,9 @@ def _remove_masquerade_rules() -> None:
 
 
 def _restore_host_paths(record: HostRecord) -> None:
+    shutil.rmtree(KUBELET_ROOT.parent, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        KUBELET_ROOT.parent.parent.rmdir()  # /var/lib/modelreg, only if empty
     for path in ("/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/run/containerd"):
         if not record.existed[path]:
             shutil.rmtree(path, ignore_errors=True)
