@@ -167,7 +167,8 @@ def down(cluster_dir: Path, *, kubectl: Callable[..., str] | None, procs: dict[s
     try:
         record = HostRecord(**json.loads((d / "host.json").read_text()))
     except OSError:
-        return  # this cluster never started a real node
+        _release_lock(cluster_dir)  # taken by an `up` that failed before touching the host
+        return
     kubelet, containerd = procs.get("kubelet"), procs.get("containerd")
     if kubectl is not None and kubelet is not None and kubelet.alive():
         _drain(kubectl)
@@ -197,10 +198,7 @@ def down(cluster_dir: Path, *, kubectl: Callable[..., str] | None, procs: dict[s
     for key, value in record.sysctls.items():
         if _read_sysctl(key) != value:
             Path("/proc/sys", key).write_text(value)
-    with contextlib.suppress(OSError):
-        if LOCK.read_text() == str(cluster_dir):
-            shutil.rmtree(RUN_DIR)
-            RUN_DIR.parent.rmdir()  # only if empty
+    _release_lock(cluster_dir)
 
 
 def describe(kubectl: Callable[..., str]) -> str:
@@ -242,6 +240,13 @@ def _prepare_netns_dir() -> bool:
         if proc.returncode != 0:
             raise NodeError(f"mount {' '.join(flags)} failed: {proc.stderr.strip()}")
     return True
+
+
+def _release_lock(cluster_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        if LOCK.read_text() == str(cluster_dir):
+            shutil.rmtree(RUN_DIR)
+            RUN_DIR.parent.rmdir()  # only if empty
 
 
 def _node_ip() -> str:
