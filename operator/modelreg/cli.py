@@ -75,7 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         ("status", "show what runs"),
         ("env", 'print shell exports: eval "$(modelreg devcluster env)"'),
     ]:
-        dev_sub.add_parser(name, help=help_).set_defaults(func=_devcluster, action=name)
+        action = dev_sub.add_parser(name, help=help_)
+        action.set_defaults(func=_devcluster, action=name)
+        if name == "up":
+            action.add_argument(
+                "--real-node",
+                action="store_true",
+                help="also run a real node (kubelet, containerd, CNI bridge) next to kwok's; needs root on Debian",
+            )
 
     demo = sub.add_parser("demo", help="cluster + S3 + CRDs + operator + examples, then show them")
     demo.add_argument("--examples", type=Path, default=Path("examples"))
@@ -131,7 +138,7 @@ def _generate_crds(args: argparse.Namespace) -> int:
 def _devcluster(args: argparse.Namespace) -> int:
     from modelreg.devcluster import commands
 
-    return commands.dispatch(args.action, directory=args.dir)
+    return commands.dispatch(args.action, directory=args.dir, real_node=getattr(args, "real_node", False))
 
 
 def _demo(args: argparse.Namespace) -> int:

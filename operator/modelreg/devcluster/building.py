@@ -147,6 +147,27 @@ def kube_ldflags(version: str, commit: str) -> str:
 
 
 def build_kubernetes(dest: Path, *, log: Log = say) -> None:
+    _build_kube_commands(dest, KUBE_COMMANDS, name="kubernetes", log=log)
+
+
+def kubelet_binary(root: Path | None = None) -> Path:
+    """The real node's kubelet: its own cache folder, so adding it never invalidates the control plane's."""
+    return (root or cache_root()) / f"kubelet-{versions.KUBERNETES}" / "kubelet"
+
+
+def ensure_kubelet(*, root: Path | None = None, log: Log = say) -> Path:
+    kubelet = kubelet_binary(root)
+    if not os.access(kubelet, os.X_OK):
+        _require_go()
+        build_kubelet(kubelet.parent, log=log)
+    return kubelet
+
+
+def build_kubelet(dest: Path, *, log: Log = say) -> None:
+    _build_kube_commands(dest, ("kubelet",), name="kubelet", log=log)
+
+
+def _build_kube_commands(dest: Path, commands: Sequence[str], *, name: str, log: Log) -> None:
     version = versions.KUBERNETES
     info = _mod_download(f"k8s.io/kubernetes@{version}", log=log)
     go_mod = Path(info["GoMod"]).read_text()
@@ -154,12 +175,12 @@ def build_kubernetes(dest: Path, *, log: Log = say) -> None:
     replaces = {m: staging_version for m in staging_modules(go_mod)}
     go_directive = re.search(r"^go (\S+)", go_mod, re.M)
     assert go_directive, "Kubernetes go.mod has no go directive"
-    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS]
+    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in commands]
     _build_in_wrapper(
         dest,
-        name=f"kubernetes-{version}",
+        name=f"{name}-{version}",
         go_mod=wrapper_go_mod(
-            module="modelreg.dev/devcluster/kubernetes",
+            module=f"modelreg.dev/devcluster/{name}",
             require="k8s.io/kubernetes",
             version=version,
             replaces=replaces,

@@ -17,11 +17,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from modelreg.devcluster import building, pki, processes, s3server
+from modelreg.devcluster import building, node, pki, processes, s3server
 
 NODE_NAME = "kwok-node-0"
 # The kwok node runs nothing, so nothing lands on it by accident: it carries a taint,
@@ -98,10 +98,14 @@ def up(
     *,
     bins: building.Binaries,
     with_s3: bool = True,
+    real_node: bool = False,
     tie_to_parent: bool = False,
     log: Log = building.say,
 ) -> ClusterState:
-    """Start a cluster in `directory`; refuse if one already runs there."""
+    """Start a cluster in `directory`; refuse if one already runs there.
+
+    With `real_node`, a kubelet on containerd joins the kwok node (see `devcluster.node`).
+    """
     existing = ClusterState.load(directory)
     if existing and any(existing.running().values()):
         raise ClusterError(
@@ -125,9 +129,10 @@ def up(
     (directory / "audit-policy.yaml").write_text(AUDIT_POLICY)
     logs = directory / "logs"
 
-    def launch(name: str, argv: list[str | os.PathLike[str]]) -> None:
+    def launch(name: str, argv: Sequence[str | os.PathLike[str]]) -> processes.Process:
         state.processes[name] = processes.start(name, argv, log=logs / f"{name}.log", tie_to_parent=tie_to_parent)
         state.save()
+        return state.processes[name]
 
     try:
         launch("etcd", _etcd_argv(bins, directory, ports, certs))
@@ -146,6 +151,11 @@ def up(
         state.timings["node_ready"] = round(time.monotonic() - started, 2)
         state.save()
         log(f"[devcluster] node {NODE_NAME} Ready ({state.timings['node_ready']}s); S3 at {state.s3.endpoint}")
+        if real_node:
+            node.up(directory, server=state.server, kubectl=_admin_kubectl(bins, state), launch=launch, log=log)
+            state.timings["real_node_ready"] = round(time.monotonic() - started, 2)
+            state.save()
+            log(f"[devcluster] real node {node.NODE_NAME} Ready ({state.timings['real_node_ready']}s)")
     except BaseException:
         down(directory, keep_logs=True)
         raise
@@ -162,6 +172,12 @@ def down(directory: Path, *, keep_logs: bool = False) -> list[str]:
     if state is None:
         return []
     stopped = [name for name, alive in state.running().items() if alive]
+    api = state.processes.get("kube-apiserver")
+    node.down(
+        directory,
+        kubectl=_admin_kubectl(building.binaries(), state) if api and api.alive() else None,
+        procs=state.processes,
+    )
     # Reverse start order: clients first, etcd last, so nothing logs a storm of errors.
     for proc in reversed(list(state.processes.values())):
         processes.stop(proc)
@@ -184,6 +200,13 @@ def kubectl(bins: building.Binaries, state: ClusterState, *args: str, check: boo
     if check and out.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
     return out.stdout
+
+
+def _admin_kubectl(bins: building.Binaries, state: ClusterState) -> Callable[..., str]:
+    def run(*args: str, check: bool = True) -> str:
+        return kubectl(bins, state, *args, check=check)
+
+    return run
 
 
 def _etcd_argv(
@@ -224,6 +247,11 @@ def _apiserver_argv(
         f"--tls-cert-file={c.apiserver.cert}",
         f"--tls-private-key-file={c.apiserver.key}",
         f"--client-ca-file={c.ca.cert}",
+        # A real node's kubelet authenticates the API server by this cert (see devcluster.node).
+        f"--kubelet-client-certificate={c.kubelet_client.cert}",
+        f"--kubelet-client-key={c.kubelet_client.key}",
+        # Nothing resolves node names here; the real node's InternalIP is the host's.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--authorization-mode=RBAC",
         # As on OpenShift: setting blockOwnerDeletion needs update on the owner's
         # finalizers, so the e2e tests prove the shipped RBAC grants it.

@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
-from modelreg.devcluster import building, cluster
+from modelreg.devcluster import building, cluster, node, packages
 
 
-def dispatch(action: str, *, directory: Path | None) -> int:
+def dispatch(action: str, *, directory: Path | None, real_node: bool = False) -> int:
     directory = directory or cluster.default_directory()
     try:
+        if action == "up":
+            return up(directory, real_node=real_node)
         return _ACTIONS[action](directory)
-    except cluster.ClusterError as exc:
+    except (cluster.ClusterError, node.NodeError, packages.PackagesUnavailable) as exc:
         print(f"error: {exc}")
         return 1
 
 
 def build(_: Path) -> int:
     bins = building.ensure_binaries()
+    building.ensure_kubelet()
     print(f"binaries ready in {bins.kubectl.parent.parent}")
+    try:
+        packages.ensure_packages(log=building.say)
+    except packages.PackagesUnavailable as exc:
+        # Only `up --real-node` needs them; the control plane and kwok run without.
+        print(f"note: {exc}")
     return 0
 
 
-def up(directory: Path) -> int:
+def up(directory: Path, *, real_node: bool = False) -> int:
     bins = building.ensure_binaries()
-    state = cluster.up(directory, bins=bins)
+    state = cluster.up(directory, bins=bins, real_node=real_node)
     print(f"\nThe dev cluster runs (state in {directory}). To use it:")
     print('  eval "$(modelreg devcluster env)"   # sets KUBECONFIG and AWS_* for kubectl and boto3')
     print(f"  {bins.kubectl} --kubeconfig {state.kubeconfig} get nodes")
@@ -48,6 +57,8 @@ def status(directory: Path) -> int:
     print(f"kube-apiserver: {state.server}\nkubeconfig:     {state.kubeconfig}\nS3 endpoint:    {state.s3.endpoint}")
     for name, alive in running.items():
         print(f"  {name:<24} {'running' if alive else 'STOPPED'}  pid {state.processes[name].pid}")
+    if "kubelet" in state.processes:
+        print(node.describe(lambda *args, check=True: cluster.kubectl(building.binaries(), state, *args, check=check)))
     return 0 if all(running.values()) else 1
 
 
@@ -63,4 +74,4 @@ def env(directory: Path) -> int:
     return 0
 
 
-_ACTIONS = {"build": build, "up": up, "down": down, "status": status, "env": env}
+_ACTIONS: dict[str, Callable[[Path], int]] = {"build": build, "up": up, "down": down, "status": status, "env": env}

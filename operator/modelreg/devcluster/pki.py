@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=30)
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ClusterPKI:
     etcd_client: KeyPair
     admin: KeyPair
     service_account: KeyPair  # cert holds the public key PEM, key the private key
+    kubelet_client: KeyPair  # how the API server authenticates to kubelets (logs, exec, port-forward)
 
 
 def create_pki(directory: Path, *, service_ip: str) -> ClusterPKI:
@@ -78,6 +80,46 @@ def create_pki(directory: Path, *, service_ip: str) -> ClusterPKI:
         etcd_client=issue("etcd-client", "kube-apiserver-etcd-client"),
         admin=issue("admin", "modelreg-admin", org="system:masters"),
         service_account=sa,
+        kubelet_client=issue("kubelet-client", KUBELET_CLIENT_USER),
+    )
+
+
+def issue_node_pair(directory: Path, *, node: str, ip: str) -> tuple[KeyPair, KeyPair]:
+    """A real node's client cert (the kubelet's identity towards the API server)
+    and serving cert (the kubelet's TLS endpoint), signed by the cluster CA in `directory`."""
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+
+    def sign(
+        name: str, subject: x509.Name, usage: x509.ObjectIdentifier, sans: x509.SubjectAlternativeName | None
+    ) -> KeyPair:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = _builder(subject, ca_cert.subject, key.public_key()).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False
+        )
+        if sans is not None:
+            builder = builder.add_extension(sans, critical=False)
+        return _write(directory, name, builder.sign(ca_key, hashes.SHA256()), key)
+
+    client_subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}"),
+        ]
+    )
+    serving_sans = x509.SubjectAlternativeName(
+        [x509.DNSName(node), x509.DNSName("localhost")]
+        + [x509.IPAddress(ipaddress.ip_address(a)) for a in (ip, "127.0.0.1")]
+    )
+    return (
+        sign(f"node-{node}-client", client_subject, ExtendedKeyUsageOID.CLIENT_AUTH, None),
+        sign(
+            f"node-{node}-serving",
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node)]),
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            serving_sans,
+        ),
     )
 
 

@@ -112,6 +112,11 @@ def tail(path: str | Path, lines: int = 30) -> str:
     return ""
 
 
+def start_time(pid: int) -> int | None:
+    """The kernel start time of `pid`, or None if it is gone: with the pid, a process's identity."""
+    return _start_time(pid)
+
+
 def _start_time(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
