@@ -46,6 +46,7 @@ def status(directory: Path) -> int:
         return 3
     running = state.running()
     print(f"kube-apiserver: {state.server}\nkubeconfig:     {state.kubeconfig}\nS3 endpoint:    {state.s3.endpoint}")
+    print(f"registry:       {state.registry.address if state.registry else '(none: docker-registry not installed)'}")
     for name, alive in running.items():
         print(f"  {name:<24} {'running' if alive else 'STOPPED'}  pid {state.processes[name].pid}")
     return 0 if all(running.values()) else 1
