@@ -37,5 +37,5 @@ def test_down_stops_every_process_and_removes_the_data(kube: Cluster, tmp_path: 
     assert sorted(stopped) == sorted(state.processes)
     assert not any(p.alive() for p in procs)
     assert not directory.exists()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Connection refused"):
         registry.tags(state.registry, "nothing/here")

@@ -1,0 +1,167 @@
+"""The operator image, built for real from the repository's Dockerfile (on the
+Debian base made here), pushed to a loopback registry, pulled back into a
+fresh store as a node would, and run there as a restricted Pod runs it: uid
+65532, read-only root file system, no new privileges.
+
+Needs no control plane: the registry and the S3 server are enough. On a
+machine without buildah, podman, skopeo, debootstrap or docker-registry these
+tests skip; with CI=true they fail (tests/conftest.py `unavailable`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelreg.devcluster import images, processes, registry
+from modelreg.fetching import EXIT_CHECKSUM_MISMATCH
+from tests.conftest import unavailable
+from tests.e2e.conftest import S3
+from tests.e2e.registry import upload
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """The image as pulled back from the registry into a store of its own."""
+
+    reference: str
+    store: images.Store
+    registry: registry.RegistryConfig
+
+    def run(
+        self, *args: str, volumes: tuple[tuple[Path, str], ...] = (), env: dict[str, str] | None = None,
+        entrypoint: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        argv = images.run_argv(self.store, self.reference, args, volumes=volumes, env=env, entrypoint=entrypoint)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def image_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[registry.RegistryConfig]:
+    if registry.find_binary() is None:
+        unavailable("the image tests need Debian's docker-registry")
+    config = registry.new_config(tmp_path_factory.mktemp("registry"))
+    proc = registry.start(config, tie_to_parent=True)
+    yield config
+    processes.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def operator_image(image_registry: registry.RegistryConfig) -> str:
+    if gone := images.missing_tools():
+        unavailable(f"building the operator image needs {', '.join(gone)}")
+    try:
+        return images.ensure_operator_image(registry=image_registry.address)
+    except images.ImageError as exc:
+        unavailable(f"the operator image could not be built: {exc}")
+        raise  # unreachable: unavailable() fails or skips
+
+
+@pytest.fixture(scope="session")
+def pulled(
+    operator_image: str, image_registry: registry.RegistryConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pulled]:
+    store = images.Store(tmp_path_factory.mktemp("node-store"))
+    images.pull(store, operator_image)
+    yield Pulled(reference=operator_image, store=store, registry=image_registry)
+    subprocess.run(["podman", *store.args(), "rmi", "--all", "--force"], capture_output=True)
+    shutil.rmtree(store.path, ignore_errors=True)
+
+
+def test_the_image_pulled_back_is_the_one_pushed(pulled: Pulled) -> None:
+    remote = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{pulled.reference}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    local = subprocess.run(
+        ["podman", *pulled.store.args(), "image", "inspect", "--format", "{{.Digest}}", pulled.reference],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert local == remote["Digest"]
+    assert pulled.reference.startswith(f"{pulled.registry.address}/modelreg/operator:")
+    assert pulled.reference.rsplit(":", 1)[1] in registry.tags(pulled.registry, "modelreg/operator")
+    # The base image went there too, so a node can build on it as well.
+    assert registry.tags(pulled.registry, "modelreg/base") == [images.base_reference().rsplit(":", 1)[1]]
+
+
+def test_a_warm_call_reuses_the_cached_image(pulled: Pulled) -> None:
+    started = time.monotonic()
+    again = images.ensure_operator_image(registry=pulled.registry.address)
+    assert again == pulled.reference
+    assert time.monotonic() - started < 60  # a rebuild takes minutes: debootstrap and pip alone exceed this
+
+
+def test_it_runs_as_uid_65532_on_a_read_only_root(pulled: Pulled) -> None:
+    out = pulled.run("-c", "id -u; id -g; touch /probe", entrypoint="/bin/sh")
+    assert out.stdout.split() == ["65532", "65532"]
+    assert out.returncode != 0
+    assert "Read-only file system" in out.stderr
+    config = subprocess.run(
+        ["podman", *pulled.store.args(), "image", "inspect", "--format", "{{.Config.User}}", pulled.reference],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert config == "65532:65532"  # the image itself says non-root, numerically (runAsNonRoot checks it)
+
+
+def test_modelreg_help(pulled: Pulled) -> None:
+    out = pulled.run("--help")
+    assert out.returncode == 0, out.stderr
+    for command in ("run", "fetch-artifact", "stage"):
+        assert command in out.stdout
+
+
+def test_modelreg_run_help(pulled: Pulled) -> None:
+    out = pulled.run("run", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "--namespace" in out.stdout
+    assert "--storage-endpoint" in out.stdout
+
+
+def test_fetch_artifact_downloads_and_verifies_inside_the_image(pulled: Pulled, s3: S3, tmp_path: Path) -> None:
+    art = upload(s3, data=b"weights from inside the image" * 500)
+    volume = tmp_path / "models"
+    volume.mkdir()
+    os.chown(volume, 65532, 65532)  # as an emptyDir with fsGroup would be writable to the pod's user
+    out = pulled.run(
+        "fetch-artifact", "--uri", art.uri, "--sha256", art.sha256, "--dest", "/models/artifact",
+        volumes=((volume, "/models"),), env=s3.env(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    fetched = volume / "artifact"
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == art.sha256
+    assert fetched.stat().st_uid == 65532
+
+
+def test_fetch_artifact_exit_codes_survive_the_container(pulled: Pulled, s3: S3, tmp_path: Path) -> None:
+    art = upload(s3)
+    volume = tmp_path / "models"
+    volume.mkdir()
+    os.chown(volume, 65532, 65532)
+    out = pulled.run(
+        "fetch-artifact", "--uri", art.uri, "--sha256", "0" * 64, "--dest", "/models/artifact",
+        volumes=((volume, "/models"),), env=s3.env(),
+    )  # fmt: skip
+    assert out.returncode == EXIT_CHECKSUM_MISMATCH, out.stderr
+    assert list(volume.iterdir()) == []
+
+
+def test_the_image_holds_the_operator_and_not_the_dev_cluster_dependencies(pulled: Pulled) -> None:
+    probe = (
+        "import importlib.util as u, sys; import modelreg.cli, modelreg.running, modelreg.fetching; "
+        "print(sorted(m for m in ('cryptography', 'pytest', 'pip') if u.find_spec(m))); "
+        "print(sorted(m for m in sys.modules if m.startswith('modelreg.devcluster')))"
+    )
+    out = pulled.run("-c", probe, entrypoint="python3")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "[]"]
