@@ -1,18 +1,18 @@
-"""`modelreg devcluster build|up|down|status|env`: what each prints and returns."""
+"""`modelreg devcluster build|up|down|status|env|image`: what each prints and returns."""
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
-from modelreg.devcluster import building, cluster
+from modelreg.devcluster import building, cluster, images, registry
 
 
 def dispatch(action: str, *, directory: Path | None) -> int:
     directory = directory or cluster.default_directory()
     try:
         return _ACTIONS[action](directory)
-    except cluster.ClusterError as exc:
+    except (cluster.ClusterError, images.ImageError, registry.RegistryError) as exc:
         print(f"error: {exc}")
         return 1
 
@@ -64,4 +64,14 @@ def env(directory: Path) -> int:
     return 0
 
 
-_ACTIONS = {"build": build, "up": up, "down": down, "status": status, "env": env}
+def image(directory: Path) -> int:
+    """Build (or reuse) the operator image and push it to the running cluster's registry."""
+    state = cluster.ClusterState.load(directory)
+    if state is None or state.registry is None or not state.processes["registry"].alive():
+        print(f"no dev cluster with a registry runs in {directory}; start one with `modelreg devcluster up`")
+        return 3
+    print(images.ensure_operator_image(registry=state.registry.address))
+    return 0
+
+
+_ACTIONS = {"build": build, "up": up, "down": down, "status": status, "env": env, "image": image}

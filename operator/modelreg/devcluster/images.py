@@ -62,6 +62,9 @@ TRIM = (
 # Bump when the recipe changes in a way the lists above do not show.
 RECIPE = "1"
 NONROOT = "65532:65532"
+# Every source change makes a new operator image (~200 MB of its own layer);
+# keep a few, so switching between branches does not rebuild each time.
+KEEP_OPERATOR_IMAGES = 3
 REPO = Path(__file__).resolve().parents[3]
 # The build context: the Dockerfile's COPY sources and nothing else.
 CONTEXT_FILES = ("Dockerfile", "pyproject.toml", "README.md")
@@ -178,6 +181,7 @@ def ensure_operator_image(
                 log(f"[images] operator image {local} is cached")
             else:
                 _build(store, context=context, base=base, tag=local, log=log)
+                prune(store, "localhost/modelreg/operator", keep=KEEP_OPERATOR_IMAGES)
         if registry is None:
             return local
         started = time.monotonic()
@@ -213,6 +217,19 @@ def stage_context(repo: Path, dest: Path) -> str:
 
 def _ignored(rel: Path) -> bool:
     return any(part == "__pycache__" or part.endswith(".egg-info") or part.startswith(".") for part in rel.parts)
+
+
+def prune(store: Store, repository: str, *, keep: int) -> list[str]:
+    """Remove all but the `keep` newest images of `repository` from the store;
+    return the references removed."""
+    out = subprocess.run(["buildah", *store.args(), "images", "--json"], capture_output=True, text=True, check=True)
+    ours = [i for i in json.loads(out.stdout or "[]") if any(n.startswith(f"{repository}:") for n in i["names"] or [])]
+    ours.sort(key=lambda i: str(i.get("createdatraw", "")), reverse=True)
+    removed = []
+    for stale in ours[keep:]:
+        subprocess.run(["buildah", *store.args(), "rmi", "--force", stale["id"]], capture_output=True)
+        removed += stale["names"]
+    return removed
 
 
 def exists(store: Store, reference: str) -> bool:
