@@ -3,19 +3,23 @@ Debian base made here), pushed to a loopback registry, pulled back into a
 fresh store as a node would, and run there as a restricted Pod runs it: uid
 65532, read-only root file system, no new privileges.
 
-Needs no control plane: the registry and the S3 server are enough. On a
-machine without buildah, podman, skopeo, debootstrap or docker-registry these
+Only the last test needs the control plane (the operator, run from the
+image, makes the examples Ready); the others need the registry and the S3
+server. On a machine without buildah, podman, skopeo, debootstrap or docker-registry these
 tests skip; with CI=true they fail (tests/conftest.py `unavailable`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +28,8 @@ import pytest
 
 from modelreg.devcluster import images, processes, registry
 from modelreg.fetching import EXIT_CHECKSUM_MISMATCH
-from tests.conftest import unavailable
-from tests.e2e.conftest import S3
+from tests.conftest import local_cluster_only, unavailable, wait_for
+from tests.e2e.conftest import REPO, S3, Cluster
 from tests.e2e.registry import upload
 
 
@@ -43,6 +47,9 @@ class Pulled:
     ) -> subprocess.CompletedProcess[str]:  # fmt: skip
         argv = images.run_argv(self.store, self.reference, args, volumes=volumes, env=env, entrypoint=entrypoint)
         return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    def remove(self, name: str) -> None:
+        subprocess.run(["podman", *self.store.args(), "rm", "--force", "--time=5", name], capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -165,3 +172,66 @@ def test_the_image_holds_the_operator_and_not_the_dev_cluster_dependencies(pulle
     out = pulled.run("-c", probe, entrypoint="python3")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[]", "[]"]
+
+
+def test_the_operator_in_the_image_makes_the_examples_ready(
+    pulled: Pulled, kube: Cluster, crds: Path, namespace: str, s3: S3, example_artifacts: str, tmp_path: Path
+) -> None:
+    """`modelreg run` itself, from the image, non-root on a read-only root:
+    Kopf, the Kubernetes client and boto3 work there, not only argparse."""
+    local_cluster_only(kube.state is not None, "mounting the dev cluster's kubeconfig and certificates")
+    assert kube.state is not None
+    port = processes.free_port()
+    name = f"modelreg-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "config"
+    config.mkdir()
+    kubeconfig = _inline_kubeconfig(Path(kube.kubeconfig), config / "kubeconfig")
+    for path in (config, kubeconfig):
+        os.chown(path, 65532, 65532)  # as a mounted Secret would be readable to the Pod's user
+    argv = images.run_argv(
+        pulled.store, pulled.reference,
+        ["run", "--namespace", namespace, "--kubeconfig", "/config/kubeconfig", "--resync-seconds", "3",
+         "--liveness", f"http://127.0.0.1:{port}/healthz",
+         "--allow-insecure-storage", "--storage-endpoint", s3.config.endpoint],
+        volumes=((config, "/config:ro"),), env=s3.env(),
+    )  # fmt: skip
+    argv.insert(argv.index("run") + 1, f"--name={name}")
+    log = tmp_path / "operator.log"
+    proc = processes.start("operator-image", argv, log=log, tie_to_parent=True)
+    try:
+
+        def healthy() -> bool:
+            if not proc.alive():
+                pytest.fail(f"the operator's container exited:\n{processes.tail(log, 60)}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                    return bool(resp.status == 200)
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=90, what="the liveness endpoint of the operator in its image")
+        kube.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples"))
+        for obj in ("modelversion/iris-1", "modelversion/iris-2", "registeredmodel/iris"):
+            out = kube.run("wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", obj, timeout=120)
+            assert out.returncode == 0, f"{obj}: {out.stderr}\n{processes.tail(log, 60)}"
+        # Verified inside the container: the artifact facts came from the S3 server.
+        status = kube.get_json("-n", namespace, "modelversion/iris-1")["status"]
+        assert status["artifact"]["digest"].endswith("47fb2f785b97adb4f9743fdf94ce21ad6aaa8e86862aca9f89eb3b0b577418f4")
+    finally:
+        processes.stop(proc)
+        pulled.remove(name)
+
+
+def _inline_kubeconfig(source: Path, dest: Path) -> Path:
+    """The dev cluster's kubeconfig with its certificate files inlined, so one
+    file mounted into the container is all the operator needs."""
+    config = json.loads(source.read_text())  # the dev cluster writes it as JSON
+    for section, keys in (("clusters", ("certificate-authority",)), ("users", ("client-certificate", "client-key"))):
+        for entry in config[section]:
+            body = entry["cluster" if section == "clusters" else "user"]
+            for key in keys:
+                if key in body:
+                    body[f"{key}-data"] = base64.b64encode(Path(body.pop(key)).read_bytes()).decode()
+    dest.write_text(json.dumps(config))
+    dest.chmod(0o600)
+    return dest
