@@ -258,9 +258,10 @@ def run_argv(
     env: dict[str, str] | None = None,
     entrypoint: str | None = None,
 ) -> list[str]:
-    """`podman run` of the image as a restricted Pod would run it: uid 65532, a
-    read-only root file system, no new privileges, the host's network (the
-    loopback S3 server)."""
+    """`podman run` of the image as the operator's Pod runs it: uid 65532, a
+    read-only root file system with no writable /tmp either (podman would mount
+    tmpfs there; a Pod has only the volumes it names), no capabilities, no new
+    privileges; the host's network, for the loopback S3 and API servers."""
     # Our VMs lack CAP_SYS_RESOURCE, and podman asks runc to raise NOFILE and
     # NPROC to their maximum, which runc may not set ("error setting rlimit type
     # 6/7"). Ask for modest limits, never above ours. (NPROC at our own value
@@ -270,8 +271,9 @@ def run_argv(
         soft, hard = resource.getrlimit(which)
         cap = min(v for v in (soft, hard, 16384) if v != resource.RLIM_INFINITY)
         limits += ["--ulimit", f"{name}={cap}:{cap}"]
-    argv = ["podman", *store.args(), "run", "--rm", "--read-only", f"--user={NONROOT}", "--network=host",
-            "--security-opt=no-new-privileges", "--pull=never", *limits]  # fmt: skip
+    argv = ["podman", *store.args(), "run", "--rm", "--pull=never", "--network=host",
+            "--read-only", "--read-only-tmpfs=false", f"--user={NONROOT}",
+            "--cap-drop=ALL", "--security-opt=no-new-privileges", *limits]  # fmt: skip
     for host, container in volumes:
         argv += ["--volume", f"{host}:{container}"]
     for key, value in (env or {}).items():
