@@ -1,15 +1,31 @@
 # The operator image; serving Pods also run it as their init container
 # (`modelreg fetch-artifact`).
-FROM python:3.11-slim AS build
+#
+# BASE is any image with Python >= 3.11 and its `venv` module at `python3`.
+# The public slim image is the default; the dev cluster builds this same file
+# on a Debian base it makes itself (`--build-arg BASE=...`, see
+# operator/modelreg/devcluster/images.py).
+ARG BASE=python:3.11-slim
+
+FROM ${BASE} AS build
+# A virtualenv holds the package and its dependencies, so the final stage
+# copies one directory and needs no pip of its own (a distribution's Python
+# refuses `pip install` outside a venv anyway: PEP 668).
+RUN python3 -m venv /opt/modelreg
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# No extras: the dev cluster's dependencies stay out of the image.
+RUN /opt/modelreg/bin/pip install --no-cache-dir . \
+    && /opt/modelreg/bin/pip uninstall --yes pip setuptools
 
-FROM python:3.11-slim
+FROM ${BASE}
 RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin modelreg
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY --from=build /opt/modelreg /opt/modelreg
+ENV PATH=/opt/modelreg/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# Numeric, so `runAsNonRoot` can check it without reading /etc/passwd.
 USER 65532:65532
 ENTRYPOINT ["modelreg"]
 CMD ["run"]

@@ -5,7 +5,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test unit e2e lint crds down clean bench
+.PHONY: setup system-packages demo test unit e2e lint crds down clean bench
+
+# Debian packages for the image registry, building the operator image here and
+# running it (buildah, podman with runc, skopeo, debootstrap). Installed only
+# where apt-get runs as root and one of them is missing.
+APT_PACKAGES := docker-registry buildah podman runc skopeo debootstrap
 
 $(BIN)/modelreg: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,8 +19,15 @@ $(BIN)/modelreg: pyproject.toml
 	touch $@
 
 # Python deps, then the control-plane binaries (built once, cached in ~/.cache/modelreg).
-setup: $(BIN)/modelreg
+setup: $(BIN)/modelreg system-packages
 	$(BIN)/modelreg devcluster build
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing: $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	elif [ -n "$$missing" ]; then echo "not installed (the image tests need them): $$missing"; fi
 
 demo: setup
 	$(BIN)/modelreg demo

@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         ("down", "stop everything the cluster started and delete its data"),
         ("status", "show what runs"),
         ("env", 'print shell exports: eval "$(modelreg devcluster env)"'),
+        ("image", "build (or reuse) the operator image, push it to the cluster's registry, print its name"),
     ]:
         action = dev_sub.add_parser(name, help=help_)
         action.set_defaults(func=_devcluster, action=name)

@@ -12,11 +12,13 @@ import base64
 import datetime
 import json
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
+import kubernetes.config.kube_config
 from kubernetes.client import ApiClient, AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.rest import ApiException
 
@@ -30,6 +32,19 @@ Obj = dict[str, Any]
 _APPLY = "application/apply-patch+yaml"
 USER_AGENT = "modelreg-operator"
 _TIMEOUT = (5, 30)  # connect, read seconds: a hung API server must not hang a reconcile
+
+
+def use_kubeconfig(path: str) -> None:
+    """Make `path` the kubeconfig for every client in this process, Kopf's too.
+
+    Kopf's login calls load_kube_config() without a path, which falls back to
+    the default the client library read from $KUBECONFIG once, at import: so
+    setting the variable later is not enough. (Found running the image, where
+    no ~/.kube/config exists to hide it: `--kubeconfig` reached our client but
+    not Kopf's.)
+    """
+    os.environ["KUBECONFIG"] = path
+    kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = path
 
 
 def new_client(kubeconfig: str | None = None) -> ApiClient:

@@ -28,7 +28,7 @@ def run_operator(
     for noisy in ("kopf.objects", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig  # Kopf's own login reads it too
+        kube.use_kubeconfig(kubeconfig)  # for Kopf's own login too
     client = kube.new_client(kubeconfig)
     # Serving Pods run this same image as their init container (`modelreg fetch-artifact`).
     image = os.environ.get("MODELREG_OPERATOR_IMAGE", serving.DEFAULT_OPERATOR_IMAGE)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from modelreg.devcluster import building, cluster, images, node, processes
+from modelreg.devcluster import building, cluster, node, ociarchive, processes
 from tests.conftest import unavailable, wait_for
 from tests.e2e.conftest import Cluster
 
@@ -73,8 +73,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
         unavailable(f"the dev cluster with a real node could not start: {exc}")
     kube = Cluster(kubeconfig=state.kubeconfig, kubectl_path=str(bins.kubectl), audit_log=state.audit_log, state=state)
     try:
-        archive = images.write_oci_archive(images.busybox(IMAGE), directory / "busybox-e2e.tar")
-        images.import_image(archive, address=node.CONTAINERD_ADDRESS)
+        archive = ociarchive.write_oci_archive(ociarchive.busybox(IMAGE), directory / "busybox-e2e.tar")
+        ociarchive.import_image(archive, address=node.CONTAINERD_ADDRESS)
         # The node's first two sandboxes start together, as when a namespace was once left
         # hidden under a bind mount of /run/netns (see node._prepare_netns_dir).
         _web_pods(kube, "first-a", "first-b")
@@ -261,8 +261,8 @@ def test_down_after_the_node_crashed_still_cleans_the_host(real: RealCluster, tm
     state = cluster.up(directory, bins=building.binaries(), with_s3=False, real_node=True, tie_to_parent=True)
     try:
         kube = Cluster(kubeconfig=state.kubeconfig, kubectl_path=str(building.binaries().kubectl), state=state)
-        archive = images.write_oci_archive(images.busybox(IMAGE), directory / "busybox-e2e.tar")
-        images.import_image(archive, address=node.CONTAINERD_ADDRESS)
+        archive = ociarchive.write_oci_archive(ociarchive.busybox(IMAGE), directory / "busybox-e2e.tar")
+        ociarchive.import_image(archive, address=node.CONTAINERD_ADDRESS)
         _web_pods(kube, "crash-a", "crash-b")
         pod_processes = [
             processes.Process(name="pod", pid=pid, started=started, log="")

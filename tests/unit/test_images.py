@@ -1,52 +1,88 @@
-"""The OCI archives the real node's images are made of: self-consistent, so `ctr images import` takes them."""
+"""The pure parts of the image build and the registry: the content key, the
+Debian mirror read from apt's sources, and the registry's config."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 
-from modelreg.devcluster import images
+import pytest
+
+from modelreg.devcluster import images, registry
 
 
-def _read(archive: Path) -> dict[str, bytes]:
-    with tarfile.open(archive) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+def _repo(root: Path) -> Path:
+    for rel, text in {
+        "Dockerfile": "FROM x\n",
+        "pyproject.toml": "[project]\n",
+        "README.md": "# r\n",
+        "operator/modelreg/__init__.py": "",
+        "operator/modelreg/cli.py": "print(1)\n",
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
 
 
-def _blob(files: dict[str, bytes], digest: str) -> bytes:
-    return files["blobs/sha256/" + digest.removeprefix("sha256:")]
+def test_the_context_key_follows_the_sources_and_ignores_caches(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    first = images.stage_context(repo, tmp_path / "c1")
+    (repo / "operator/modelreg/__pycache__").mkdir()
+    (repo / "operator/modelreg/__pycache__/cli.cpython-311.pyc").write_bytes(b"\0")
+    (repo / "operator/modelreg.egg-info").mkdir()
+    (repo / "operator/modelreg.egg-info/PKG-INFO").write_text("x")
+    assert images.stage_context(repo, tmp_path / "c2") == first
+    assert not (tmp_path / "c2/operator/modelreg/__pycache__").exists()
+    assert (tmp_path / "c2/operator/modelreg/cli.py").read_text() == "print(1)\n"
+
+    (repo / "operator/modelreg/cli.py").write_text("print(2)\n")
+    assert images.stage_context(repo, tmp_path / "c3") != first
+    (repo / "operator/modelreg/cli.py").write_text("print(1)\n")
+    (repo / "Dockerfile").write_text("FROM y\n")
+    assert images.stage_context(repo, tmp_path / "c4") != first
 
 
-def test_every_blob_is_named_by_its_digest_and_the_layer_holds_the_files(tmp_path: Path) -> None:
-    program = tmp_path / "prog"
-    program.write_bytes(b"\x7fELF not really")
-    image = images.Image(
-        name="localhost/modelreg/t:1", files={"bin/prog": program}, symlinks={"bin/alias": "prog"}, cmd=["/bin/prog"]
-    )
+def test_a_moved_file_changes_the_key(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    first = images.stage_context(repo, tmp_path / "c1")
+    (repo / "operator/modelreg/cli.py").rename(repo / "operator/modelreg/main.py")
+    assert images.stage_context(repo, tmp_path / "c2") != first
 
-    files = _read(images.write_oci_archive(image, tmp_path / "t.tar"))
 
-    assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
-    for name, blob in files.items():
-        if name.startswith("blobs/sha256/"):
-            assert hashlib.sha256(blob).hexdigest() == name.rsplit("/", 1)[1]
-    [entry] = json.loads(files["index.json"])["manifests"]
-    assert entry["annotations"]["io.containerd.image.name"] == "localhost/modelreg/t:1"
-    manifest = json.loads(_blob(files, entry["digest"]))
-    config = json.loads(_blob(files, manifest["config"]["digest"]))
-    [layer_ref] = manifest["layers"]
-    layer = _blob(files, layer_ref["digest"])
-    assert layer_ref["size"] == len(layer)
-    # An uncompressed layer: its digest is also its diff_id.
-    assert config["rootfs"]["diff_ids"] == [layer_ref["digest"]]
-    assert config["config"]["Cmd"] == ["/bin/prog"]
-    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
-        members = {m.name: m for m in tar.getmembers()}
-        assert members["bin"].isdir()
-        assert members["bin/prog"].mode == 0o755
-        assert tar.extractfile("bin/prog").read() == program.read_bytes()  # type: ignore[union-attr]
-        assert members["bin/alias"].issym()
-        assert members["bin/alias"].linkname == "prog"
+def test_a_checkout_without_dockerfile_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(images.ImageError, match="no Dockerfile"):
+        images.stage_context(tmp_path, tmp_path / "c")
+
+
+def test_the_base_key_names_the_recipe() -> None:
+    assert images.base_reference() == f"localhost/modelreg/base:bookworm-{images.base_key()}"
+    assert len(images.base_key()) == 16
+
+
+@pytest.mark.parametrize(
+    ("text", "deb822", "expected"),
+    [
+        ("deb http://mirror.example/debian bookworm main\n", False, "http://mirror.example/debian"),
+        ("deb [arch=amd64] http://m.example/d bookworm main contrib\n", False, "http://m.example/d"),
+        ("# deb http://old.example/d bookworm main\ndeb http://m.example/d bookworm-updates main\n", False, None),
+        ("deb http://m.example/d bookworm contrib\n", False, None),
+        (
+            "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n"
+            "Types: deb\nURIs: http://m.example/debian-security\nSuites: bookworm-security\nComponents: main\n",
+            True,
+            "http://m.example/debian",
+        ),
+        ("Types: deb-src\nURIs: http://m.example/d\nSuites: bookworm\nComponents: main\n", True, None),
+    ],
+)
+def test_the_mirror_is_read_from_apt_sources(text: str, deb822: bool, expected: str | None) -> None:
+    assert images.mirror_in(text, deb822) == expected
+
+
+def test_the_registry_listens_on_loopback_only(tmp_path: Path) -> None:
+    config = registry.new_config(tmp_path)
+    doc = json.loads(registry.render_config(config))
+    assert doc["http"]["addr"] == f"127.0.0.1:{config.port}" == config.address
+    assert doc["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "storage")
+    assert "debug" not in doc["http"]  # a debug listener would open a second port
+    assert "auth" not in doc

@@ -1,6 +1,7 @@
 """Bring the local control plane up and down: etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, kwok with one fake node, and the S3
-server, all on loopback ports picked free, with TLS and RBAC.
+server and a container registry, all on loopback ports picked free, with TLS
+and RBAC.
 
 Called by the `modelreg devcluster` commands and by the test fixtures. A
 cluster is a state directory: certificates, kubeconfig, etcd data, logs and a
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from modelreg.devcluster import building, node, pki, processes, s3server
+from modelreg.devcluster import building, node, pki, processes, registry, s3server
 
 NODE_NAME = "kwok-node-0"
 # The kwok node runs nothing, so nothing lands on it by accident: it carries a taint,
@@ -53,6 +54,7 @@ class ClusterState:
     audit_log: str
     s3: s3server.S3Config
     processes: dict[str, processes.Process] = field(default_factory=dict)
+    registry: registry.RegistryConfig | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -71,6 +73,7 @@ class ClusterState:
         except (OSError, ValueError):
             return None
         raw["s3"] = s3server.S3Config(**raw["s3"])
+        raw["registry"] = registry.RegistryConfig(**raw["registry"]) if raw.get("registry") else None
         raw["processes"] = {k: processes.Process(**v) for k, v in raw["processes"].items()}
         return cls(**raw)
 
@@ -86,7 +89,7 @@ class ClusterState:
             "AWS_DEFAULT_REGION": self.s3.region,
             "AWS_ENDPOINT_URL_S3": self.s3.endpoint,
             "MODELREG_DEVCLUSTER": self.directory,
-        }
+        } | ({"MODELREG_REGISTRY": self.registry.address} if self.registry else {})
 
 
 def default_directory() -> Path:
@@ -99,12 +102,17 @@ def up(
     bins: building.Binaries,
     with_s3: bool = True,
     real_node: bool = False,
+    with_registry: bool = True,
     tie_to_parent: bool = False,
     log: Log = building.say,
 ) -> ClusterState:
     """Start a cluster in `directory`; refuse if one already runs there.
 
     With `real_node`, a kubelet on containerd joins the kwok node (see `devcluster.node`).
+
+    The registry starts only where Debian's `docker-registry` is installed: the
+    control plane and the kwok node need no image, so a machine without it still
+    gets a cluster (and is told why there is no registry).
     """
     existing = ClusterState.load(directory)
     if existing and any(existing.running().values()):
@@ -140,6 +148,8 @@ def up(
         if with_s3:
             state.processes["s3"] = s3server.start(state.s3, binary=bins.s3_server, tie_to_parent=tie_to_parent)
             state.save()
+        if with_registry:
+            _start_registry(state, tie_to_parent=tie_to_parent, log=log)
         _wait_ready(state, certs)
         state.timings["readyz"] = round(time.monotonic() - started, 2)
         log(f"[devcluster] kube-apiserver ready at {state.server} ({state.timings['readyz']}s)")
@@ -207,6 +217,16 @@ def _admin_kubectl(bins: building.Binaries, state: ClusterState) -> Callable[...
         return kubectl(bins, state, *args, check=check)
 
     return run
+
+
+def _start_registry(state: ClusterState, *, tie_to_parent: bool, log: Log) -> None:
+    if registry.find_binary() is None:
+        log(f"[devcluster] no image registry: `{registry.BINARY}` is not installed (apt-get install docker-registry)")
+        return
+    state.registry = registry.new_config(Path(state.directory) / "registry")
+    state.processes["registry"] = registry.start(state.registry, tie_to_parent=tie_to_parent)
+    state.save()
+    log(f"[devcluster] image registry at {state.registry.address}")
 
 
 def _etcd_argv(

@@ -1,4 +1,4 @@
-"""`modelreg devcluster build|up|down|status|env`: what each prints and returns."""
+"""`modelreg devcluster build|up|down|status|env|image`: what each prints and returns."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from modelreg.devcluster import building, cluster, node, packages
+from modelreg.devcluster import building, cluster, images, node, packages, registry
 
 
 def dispatch(action: str, *, directory: Path | None, real_node: bool = False) -> int:
@@ -15,7 +15,13 @@ def dispatch(action: str, *, directory: Path | None, real_node: bool = False) ->
         if action == "up":
             return up(directory, real_node=real_node)
         return _ACTIONS[action](directory)
-    except (cluster.ClusterError, node.NodeError, packages.PackagesUnavailable) as exc:
+    except (
+        cluster.ClusterError,
+        node.NodeError,
+        packages.PackagesUnavailable,
+        images.ImageError,
+        registry.RegistryError,
+    ) as exc:
         print(f"error: {exc}")
         return 1
 
@@ -55,6 +61,7 @@ def status(directory: Path) -> int:
         return 3
     running = state.running()
     print(f"kube-apiserver: {state.server}\nkubeconfig:     {state.kubeconfig}\nS3 endpoint:    {state.s3.endpoint}")
+    print(f"registry:       {state.registry.address if state.registry else '(none: docker-registry not installed)'}")
     for name, alive in running.items():
         print(f"  {name:<24} {'running' if alive else 'STOPPED'}  pid {state.processes[name].pid}")
     if "kubelet" in state.processes:
@@ -74,4 +81,21 @@ def env(directory: Path) -> int:
     return 0
 
 
-_ACTIONS: dict[str, Callable[[Path], int]] = {"build": build, "up": up, "down": down, "status": status, "env": env}
+def image(directory: Path) -> int:
+    """Build (or reuse) the operator image and push it to the running cluster's registry."""
+    state = cluster.ClusterState.load(directory)
+    if state is None or state.registry is None or not state.processes["registry"].alive():
+        print(f"no dev cluster with a registry runs in {directory}; start one with `modelreg devcluster up`")
+        return 3
+    print(images.ensure_operator_image(registry=state.registry.address))
+    return 0
+
+
+_ACTIONS: dict[str, Callable[[Path], int]] = {
+    "build": build,
+    "up": up,
+    "down": down,
+    "status": status,
+    "env": env,
+    "image": image,
+}

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from modelreg.devcluster import building, images, packages, pki, processes
+from modelreg.devcluster import building, ociarchive, packages, pki, processes
 
 NODE_NAME = "modelreg-real-0"
 LABEL = ("modelreg.dev/node", "real")
@@ -106,7 +106,7 @@ def up(
     """
     packages.ensure_packages(log=log)
     kubelet = building.ensure_kubelet(log=log)
-    pause = images.pause_archive(log=log)
+    pause = ociarchive.pause_archive(log=log)
     _take_lock(cluster_dir)
     d = node_dir(cluster_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def up(
     (d / "cni" / "net.d" / "10-modelreg.conflist").write_text(json.dumps(_cni_conflist(d), indent=2))
     containerd = launch("containerd", ["containerd", f"--config={d / 'containerd' / 'config.toml'}"])
     _wait_containerd(address, containerd)
-    images.import_image(pause, address=address)
+    ociarchive.import_image(pause, address=address)
     log(f"[node] containerd ready, pause image imported ({time.monotonic() - started:.1f}s)")
 
     (d / "kubelet-config.json").write_text(
@@ -314,7 +314,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.internal.v1.opt"]
   path = "{c / "opt"}"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{images.PAUSE_IMAGE}"
+  sandbox_image = "{ociarchive.PAUSE_IMAGE}"
   # The VM lacks CAP_SYS_RESOURCE, so runc cannot lower oom_score_adj to the
   # kubelet's -998 and every sandbox would fail; this clamps it to ours (0).
   restrict_oom_score_adj = true
