@@ -162,3 +162,15 @@ def wait_replicas(kube: Cluster, namespace: str, name: str, replicas: int, *, ti
         return None
 
     return wait_for(probe, timeout=timeout, what=f"Deployment {name} at {replicas} available replicas")
+
+
+def serve_first_version(kube: Cluster, s3: S3, namespace: str, **serving: object) -> str:
+    """Model `m` with version 1 serving Production (2 replicas); returns its artifact URI."""
+    art = upload(s3)
+    apply(kube, namespace, model_manifest("m", serving=SERVING | serving))
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=art.sha256,
+                                            stage="Production"))  # fmt: skip
+    wait_stage(kube, namespace, "m-1", "Production", timeout=90)
+    wait_serving(kube, namespace, "m", "1")
+    wait_replicas(kube, namespace, "m-1", 2)
+    return art.uri

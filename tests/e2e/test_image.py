@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-from modelreg.devcluster import images, processes, registry
+from modelreg.devcluster import demo, images, processes, registry
 from modelreg.fetching import EXIT_CHECKSUM_MISMATCH
 from tests.conftest import local_cluster_only, unavailable, wait_for
 from tests.e2e.conftest import REPO, S3, Cluster
@@ -207,13 +208,14 @@ def test_the_operator_in_the_image_makes_the_examples_ready(
                 return False
 
         wait_for(healthy, timeout=90, what="the liveness endpoint of the operator in its image")
-        kube.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples"))
+        kube.kubectl("apply", "-n", namespace, "-f", "-", input=demo.examples_on_kwok(REPO / "examples"))
         for obj in ("modelversion/iris-1", "modelversion/iris-2", "registeredmodel/iris"):
             out = kube.run("wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", obj, timeout=120)
             assert out.returncode == 0, f"{obj}: {out.stderr}\n{processes.tail(log, 60)}"
         # Verified inside the container: the artifact facts came from the S3 server.
         status = kube.get_json("-n", namespace, "modelversion/iris-1")["status"]
-        assert status["artifact"]["digest"].endswith("47fb2f785b97adb4f9743fdf94ce21ad6aaa8e86862aca9f89eb3b0b577418f4")
+        expected = yaml.safe_load((REPO / "examples" / "modelversion-iris-1.yaml").read_text())["spec"]["artifact"]
+        assert status["artifact"]["digest"] == f"sha256:{expected['sha256']}"
     finally:
         processes.stop(proc)
         pulled.remove(name)

@@ -19,6 +19,7 @@ from tests.e2e.registry import (
     deployment,
     events,
     model_manifest,
+    serve_first_version,
     service_selector,
     serving_version,
     set_stage,
@@ -26,26 +27,8 @@ from tests.e2e.registry import (
     upload,
     version_manifest,
     wait_condition,
-    wait_replicas,
-    wait_serving,
     wait_stage,
 )
-
-
-def serve(kube: Cluster, s3: S3, namespace: str, *, model: str = "m", version: str = "1") -> str:
-    art = upload(s3)
-    apply(kube, namespace, model_manifest(model, serving=SERVING))
-    name = f"{model}-{version}"
-    apply(kube, namespace, version_manifest(name, model=model, version=version, uri=art.uri, sha256=art.sha256,
-                                            stage="Production"))  # fmt: skip
-    wait_stage(kube, namespace, name, "Production", timeout=90)
-    wait_serving(kube, namespace, model, version)
-    wait_replicas(kube, namespace, deployment_name(model, version), 2)
-    return art.uri
-
-
-def deployment_name(model: str, version: str) -> str:
-    return f"{model}-{version}"
 
 
 def reasons(kube: Cluster, namespace: str, name: str, *, type_: str | None = None) -> list[str]:
@@ -56,7 +39,7 @@ def test_archive_applied_before_the_promotion_keeps_serving(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     """A commit that archives v1 and promotes v2 reaches the cluster in two steps."""
-    serve(kube, s3, namespace)
+    serve_first_version(kube, s3, namespace)
     art = upload(s3)
     apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Staging"))
     wait_stage(kube, namespace, "m-2", "Staging")
@@ -81,7 +64,7 @@ def test_archive_applied_before_the_promotion_keeps_serving(
 def test_removing_serving_takes_the_model_offline(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
-    serve(kube, s3, namespace)
+    serve_first_version(kube, s3, namespace)
     set_stage(kube, namespace, "m-1", "Archived")
     wait_condition(kube, namespace, "m-1", "Reconciling", status_="True", reason="HeldServing")
     invariants.require_endpoint = False  # taken offline on purpose from here on
@@ -96,7 +79,7 @@ def test_removing_serving_takes_the_model_offline(
 def test_a_failed_recheck_of_the_serving_artifact_keeps_serving(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
-    uri = serve(kube, s3, namespace)
+    uri = serve_first_version(kube, s3, namespace)
     digest = status(kube, namespace, "m-1")["artifact"]["digest"]
     s3.client().delete_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"))
     # A spec change makes the operator verify again (the artifact itself is immutable).
@@ -118,7 +101,7 @@ def test_a_failed_recheck_of_the_serving_artifact_keeps_serving(
 
 
 def test_a_forged_status_is_restored_once(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
-    serve(kube, s3, namespace)
+    serve_first_version(kube, s3, namespace)
     art = upload(s3)
     apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Staging"))
     wait_stage(kube, namespace, "m-2", "Staging")
@@ -140,7 +123,7 @@ def test_a_forged_status_is_restored_once(kube: Cluster, s3: S3, namespace: str,
 def test_a_second_object_for_the_same_version_is_held(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
-    uri = serve(kube, s3, namespace)
+    uri = serve_first_version(kube, s3, namespace)
     generation = (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"]
     apply(kube, namespace, version_manifest("a-copy", model="m", version="1", uri=uri, stage="Production"))
     st = wait_condition(kube, namespace, "a-copy", "Stalled", status_="True", reason="DuplicateVersion")
@@ -155,7 +138,7 @@ def test_a_second_object_for_the_same_version_is_held(
 def test_an_owned_name_somebody_else_holds_is_reported_not_taken_over(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
-    serve(kube, s3, namespace)
+    serve_first_version(kube, s3, namespace)
     kube.kubectl("create", "deployment", "m-2", "-n", namespace, "--image=registry.example.com/theirs:1")
     before = deployment(kube, namespace, "m-2")
     assert before is not None
@@ -175,7 +158,7 @@ def test_an_owned_name_somebody_else_holds_is_reported_not_taken_over(
 def test_pods_that_cannot_be_created_fail_the_rollout(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
-    serve(kube, s3, namespace)
+    serve_first_version(kube, s3, namespace)
     quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods"}, "spec": {"hard": {"pods": "2"}}}
     apply(kube, namespace, json.dumps(quota))
     art = upload(s3)
@@ -190,7 +173,7 @@ def test_pods_that_cannot_be_created_fail_the_rollout(
 def test_a_serving_spec_the_api_server_refuses_is_explained_and_serving_stays(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
-    serve(kube, s3, namespace)
+    serve_first_version(kube, s3, namespace)
     generation = (deployment(kube, namespace, "m-1") or {})["metadata"]["generation"]
     # Accepted by the CRD schema, refused by Pod validation: huge pages need a cpu
     # or memory amount beside them.
@@ -214,7 +197,7 @@ def test_serving_pods_never_get_a_storage_endpoint_the_operator_may_not_use(
 ) -> None:
     """Confused deputy through the serving path: the init container would send the
     model's credentials to whatever `spec.storage.endpoint` says."""
-    serve(kube, s3, namespace)
+    serve_first_version(kube, s3, namespace)
     before = (deployment(kube, namespace, "m-1") or {})["spec"]["template"]
     evil = SERVING | {"replicas": 3}  # a change that would roll the Deployment out
     apply(kube, namespace, model_manifest("m", serving=evil, storage={"endpoint": "https://collector.invalid"}))

@@ -20,6 +20,7 @@ from tests.e2e.registry import (
     deployment,
     events,
     model_manifest,
+    serve_first_version,
     service_selector,
     serving_version,
     set_stage,
@@ -31,16 +32,6 @@ from tests.e2e.registry import (
     wait_serving,
     wait_stage,
 )
-
-
-def serve_first_version(kube: Cluster, s3: S3, namespace: str, **serving: object) -> None:
-    art = upload(s3)
-    apply(kube, namespace, model_manifest("m", serving=SERVING | serving))
-    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=art.sha256,
-                                            stage="Production"))  # fmt: skip
-    wait_stage(kube, namespace, "m-1", "Production", timeout=90)
-    wait_serving(kube, namespace, "m", "1")
-    wait_replicas(kube, namespace, "m-1", 2)
 
 
 def test_production_version_is_served(
