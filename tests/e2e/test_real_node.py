@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -297,20 +298,54 @@ def test_a_cluster_ip_service_routes_to_the_pods_on_the_real_node(kube_real: Clu
         kube_real.kubectl("delete", "service", "web", "--wait=false", check=False)
 
 
+def test_a_pod_reaches_the_api_server_through_the_kubernetes_service(real: RealCluster, kube_real: Cluster) -> None:
+    """What an in-cluster client does: the `kubernetes` Service from its environment
+    variables, TLS checked against the cluster CA, the service account's token."""
+    # From the container: busybox's built-in TLS fails its handshake with the API server
+    # (alert 40, on loopback too), so plain HTTP to its TLS port, which only Go's TLS
+    # listener answers this way (the VM's egress proxy would say 404).
+    raw = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT'
+    out = kube_real.kubectl("exec", "first-a", "--", "sh", "-c", f"env; {raw}", timeout=30)
+    assert f"KUBERNETES_SERVICE_HOST={cluster.SERVICE_IP}" in out.splitlines()
+    assert "Client sent an HTTP request to an HTTPS server." in out
+    # From the Pod's network namespace with Python's TLS: verified, and authenticated as the Pod's service account.
+    pod_ip = kube_real.kubectl("get", "pod", "first-a", "-o", "jsonpath={.status.podIP}")
+    (netns,) = [ns for ns in node.our_netns() if f"inet {pod_ip}/" in _netns_addresses(ns)]
+    token = kube_real.kubectl("create", "token", "default").strip()
+    client = (
+        "import ssl, sys, urllib.request as u\n"
+        "ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+        "req = u.Request(f'https://{sys.argv[2]}/api', headers={'Authorization': 'Bearer ' + sys.argv[3]})\n"
+        "print(u.build_opener(u.ProxyHandler({}), u.HTTPSHandler(context=ctx)).open(req, timeout=10).read().decode())"
+    )
+    ca = Path(real.state.directory) / "pki" / "ca.crt"
+    argv = ["ip", "netns", "exec", Path(netns).name, sys.executable, "-c", client, str(ca), cluster.SERVICE_IP, token]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    # Discovery is for authenticated users only: an anonymous request gets no APIVersions.
+    api = json.loads(done.stdout)
+    assert api["kind"] == "APIVersions"
+    assert api["versions"] == ["v1"]
+
+
+def _netns_addresses(netns: str) -> str:
+    return subprocess.run(["ip", "-n", Path(netns).name, "-o", "-4", "addr"], capture_output=True, text=True).stdout
+
+
 def test_down_leaves_the_host_as_it_was(real: RealCluster) -> None:
     """Run last: stops the module's cluster while a Pod still runs on the real node."""
     if real.is_down:
         pytest.fail("already stopped")
     _web_pod(real.kube, "web-left-running")
     _remember_host_traces(real)
-    node_procs = [real.state.processes[n] for n in ("containerd", "kubelet")]
+    node_procs = [real.state.processes[n] for n in ("containerd", "kubelet", "kube-proxy")]
     netns_before_down = node.our_netns()
     assert netns_before_down, "a running Pod should have a network namespace from the node's subnet"
 
     stopped = cluster.down(real.directory)
     real.is_down = True
 
-    assert {"containerd", "kubelet"} <= set(stopped)
+    assert {"containerd", "kubelet", "kube-proxy"} <= set(stopped)
     assert not any(p.alive() for p in node_procs)
     address = str(node.CONTAINERD_ADDRESS)
     shims = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and address in _cmdline(p)]

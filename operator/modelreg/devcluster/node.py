@@ -118,7 +118,7 @@ def up(
     d.mkdir(parents=True, exist_ok=True)
     record = HostRecord(
         cluster=str(cluster_dir),
-        node_ip=_node_ip(),
+        node_ip=node_ip(),
         sysctls={k: _read_sysctl(k) for k in SYSCTLS},
         existed={p: os.path.lexists(p) for p in HOST_PATHS},
         netns_bind=_prepare_netns_dir(),
@@ -271,7 +271,7 @@ def _release_lock(cluster_dir: Path) -> None:
             RUN_DIR.parent.rmdir()  # only if empty
 
 
-def _node_ip() -> str:
+def node_ip() -> str:
     """The address of the default route's interface: the kubelet refuses loopback as a node IP."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
