@@ -2,9 +2,10 @@
 
 These tests start their own dev cluster with `real_node=True` (one per module;
 a host holds one real node at a time) and run Pods from a locally built image
-on it: they really run, and logs, exec and port-forward reach them. The last
-test stops the cluster and checks that the host is as it was. Needs root on a
-Debian host; with CI=true a node that cannot start fails, it never skips.
+on it: they really run, logs, exec and port-forward reach them, and Services
+route to them through the node's kube-proxy. The last test stops the cluster
+and checks that the host is as it was. Needs root on a Debian host; with
+CI=true a node that cannot start fails, it never skips.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +31,10 @@ PLACED_ON_REAL_NODE: dict[str, object] = {
     "nodeSelector": {node.LABEL[0]: node.LABEL[1]},
     "tolerations": [{"key": node.LABEL[0], "operator": "Equal", "value": node.LABEL[1], "effect": "NoSchedule"}],
 }
+
+CONNTRACK_SYSCTLS = ("nf_conntrack_max", "nf_conntrack_tcp_timeout_established", "nf_conntrack_tcp_timeout_close_wait")
+# Straight to the address: a proxy from the environment would answer for a ClusterIP that does not route.
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
@@ -53,6 +60,15 @@ def _host_snapshot() -> dict[str, object]:
             for line in subprocess.run([tool], capture_output=True, text=True).stdout.splitlines()
             if "KUBE-" in line or node.NETWORK in line
         ],
+        # kube-proxy's nftables tables, and the conntrack sysctls it rewrites unless told not to.
+        "proxy_tables": [
+            line
+            for line in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.splitlines()
+            if "kube-proxy" in line
+        ],
+        "conntrack_sysctls": {
+            k: p.read_text().strip() for k in CONNTRACK_SYSCTLS if (p := Path("/proc/sys/net/netfilter", k)).exists()
+        },
         "kubepods": [str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")],
         "netns_mounts": sorted(
             line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines() if "/run/netns" in line
@@ -145,7 +161,7 @@ def test_real_node_is_ready_beside_the_kwok_node(kube_real: Cluster) -> None:
     assert {"key": node.LABEL[0], "value": node.LABEL[1], "effect": "NoSchedule"} in real_node["spec"]["taints"]
     kwok_node = kube_real.get_json("node", cluster.NODE_NAME)
     assert kwok_node["metadata"]["labels"]["type"] == "kwok"
-    assert node.LABEL[0] not in kwok_node["metadata"]["labels"]
+    assert kwok_node["metadata"]["labels"].get(node.LABEL[0]) != node.LABEL[1]
 
 
 def test_a_pod_that_does_not_ask_for_the_real_node_goes_to_kwok(kube_real: Cluster) -> None:
@@ -212,20 +228,124 @@ def test_logs_exec_and_port_forward_reach_the_pod(real: RealCluster, kube_real: 
     _remember_host_traces(real)
 
 
+def _deployment(name: str, replicas: int) -> dict[str, object]:
+    script = "mkdir -p /www; echo served-by-$(hostname) > /www/index.html; httpd -f -p 8080 -h /www"
+    pod = json.loads(_pod(name, script, placement=PLACED_ON_REAL_NODE, port=8080))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod["spec"]},
+        },
+    }
+
+
+def _page(url: str) -> str | None:
+    """The page's text, or None when nothing (or something else than a Pod: the VM's egress proxy) answers."""
+    try:
+        with NO_PROXY.open(url, timeout=3) as resp:
+            text = str(resp.read().decode().strip())
+    except OSError:
+        return None
+    return text if text.startswith("served-by-") else None
+
+
+def test_a_cluster_ip_service_routes_to_the_pods_on_the_real_node(kube_real: Cluster) -> None:
+    """kube-proxy (nftables) makes the ClusterIP reach the Pods from the host, spreads
+    requests over both replicas, and follows a change of the Service's selector."""
+    deployments = [_deployment("blue", 2), _deployment("green", 1)]
+    kube_real.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": deployments}))
+    try:
+        kube_real.kubectl("rollout", "status", "deployment/blue", "deployment/green", "--timeout=90s")
+        names = {
+            app: set(
+                kube_real.kubectl("get", "pods", "-l", f"app={app}", "-o", "jsonpath={.items[*].metadata.name}").split()
+            )
+            for app in ("blue", "green")
+        }
+        assert len(names["blue"]) == 2
+        assert len(names["green"]) == 1
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "blue"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        }
+        created = time.monotonic()
+        kube_real.kubectl("apply", "-f", "-", input=json.dumps(service))
+        ip = kube_real.kubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+        url = f"http://{ip}/"
+        first = wait_for(lambda: _page(url), timeout=30, what=f"a Pod's page through the ClusterIP {ip}")
+        print(f"routed through the ClusterIP {time.monotonic() - created:.2f}s after the Service was created")
+        seen = {first.removeprefix("served-by-")}
+        deadline = time.monotonic() + 20
+        while seen != names["blue"] and time.monotonic() < deadline:
+            page = _page(url)
+            assert page is not None, "the ClusterIP stopped answering"
+            seen.add(page.removeprefix("served-by-"))
+        assert seen == names["blue"], "requests should reach both replicas"
+
+        kube_real.kubectl("patch", "service", "web", "-p", json.dumps({"spec": {"selector": {"app": "green"}}}))
+        (green,) = names["green"]
+        wait_for(lambda: _page(url) == f"served-by-{green}", timeout=30, what="traffic to follow the selector to green")
+        assert {_page(url) for _ in range(10)} == {f"served-by-{green}"}
+    finally:
+        # Deployments would recreate the Pods that `down` drains.
+        kube_real.kubectl("delete", "deployment", "blue", "green", "--wait=false", check=False)
+        kube_real.kubectl("delete", "service", "web", "--wait=false", check=False)
+
+
+def test_a_pod_reaches_the_api_server_through_the_kubernetes_service(real: RealCluster, kube_real: Cluster) -> None:
+    """What an in-cluster client does: the `kubernetes` Service from its environment
+    variables, TLS checked against the cluster CA, the service account's token."""
+    # From the container: busybox's built-in TLS fails its handshake with the API server
+    # (alert 40, on loopback too), so plain HTTP to its TLS port, which only Go's TLS
+    # listener answers this way (the VM's egress proxy would say 404).
+    raw = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT'
+    out = kube_real.kubectl("exec", "first-a", "--", "sh", "-c", f"env; {raw}", timeout=30)
+    assert f"KUBERNETES_SERVICE_HOST={cluster.SERVICE_IP}" in out.splitlines()
+    assert "Client sent an HTTP request to an HTTPS server." in out
+    # From the Pod's network namespace with Python's TLS: verified, and authenticated as the Pod's service account.
+    pod_ip = kube_real.kubectl("get", "pod", "first-a", "-o", "jsonpath={.status.podIP}")
+    (netns,) = [ns for ns in node.our_netns() if f"inet {pod_ip}/" in _netns_addresses(ns)]
+    token = kube_real.kubectl("create", "token", "default").strip()
+    client = (
+        "import ssl, sys, urllib.request as u\n"
+        "ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+        "req = u.Request(f'https://{sys.argv[2]}/api', headers={'Authorization': 'Bearer ' + sys.argv[3]})\n"
+        "print(u.build_opener(u.ProxyHandler({}), u.HTTPSHandler(context=ctx)).open(req, timeout=10).read().decode())"
+    )
+    ca = Path(real.state.directory) / "pki" / "ca.crt"
+    argv = ["ip", "netns", "exec", Path(netns).name, sys.executable, "-c", client, str(ca), cluster.SERVICE_IP, token]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    # Discovery is for authenticated users only: an anonymous request gets no APIVersions.
+    api = json.loads(done.stdout)
+    assert api["kind"] == "APIVersions"
+    assert api["versions"] == ["v1"]
+
+
+def _netns_addresses(netns: str) -> str:
+    return subprocess.run(["ip", "-n", Path(netns).name, "-o", "-4", "addr"], capture_output=True, text=True).stdout
+
+
 def test_down_leaves_the_host_as_it_was(real: RealCluster) -> None:
     """Run last: stops the module's cluster while a Pod still runs on the real node."""
     if real.is_down:
         pytest.fail("already stopped")
     _web_pod(real.kube, "web-left-running")
     _remember_host_traces(real)
-    node_procs = [real.state.processes[n] for n in ("containerd", "kubelet")]
+    node_procs = [real.state.processes[n] for n in ("containerd", "kubelet", "kube-proxy")]
     netns_before_down = node.our_netns()
     assert netns_before_down, "a running Pod should have a network namespace from the node's subnet"
 
     stopped = cluster.down(real.directory)
     real.is_down = True
 
-    assert {"containerd", "kubelet"} <= set(stopped)
+    assert {"containerd", "kubelet", "kube-proxy"} <= set(stopped)
     assert not any(p.alive() for p in node_procs)
     address = str(node.CONTAINERD_ADDRESS)
     shims = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and address in _cmdline(p)]

@@ -167,6 +167,19 @@ def build_kubelet(dest: Path, *, log: Log = say) -> None:
     _build_kube_commands(dest, ("kubelet",), name="kubelet", log=log)
 
 
+def kube_proxy_binary(root: Path | None = None) -> Path:
+    """The real node's kube-proxy, in a cache folder of its own like the kubelet's."""
+    return (root or cache_root()) / f"kube-proxy-{versions.KUBERNETES}" / "kube-proxy"
+
+
+def ensure_kube_proxy(*, root: Path | None = None, log: Log = say) -> Path:
+    kube_proxy = kube_proxy_binary(root)
+    if not os.access(kube_proxy, os.X_OK):
+        _require_go()
+        _build_kube_commands(kube_proxy.parent, ("kube-proxy",), name="kube-proxy", log=log)
+    return kube_proxy
+
+
 def _build_kube_commands(dest: Path, commands: Sequence[str], *, name: str, log: Log) -> None:
     version = versions.KUBERNETES
     info = _mod_download(f"k8s.io/kubernetes@{version}", log=log)

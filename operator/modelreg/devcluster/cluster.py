@@ -144,7 +144,10 @@ def up(
 
     try:
         launch("etcd", _etcd_argv(bins, directory, ports, certs))
-        launch("kube-apiserver", _apiserver_argv(bins, directory, ports, certs, state))
+        # Pods on a real node reach the API server through the `kubernetes` Service, whose
+        # endpoint must be an address they can route to: the node's (the host's) own.
+        advertise = node.node_ip() if real_node else None
+        launch("kube-apiserver", _apiserver_argv(bins, directory, ports, certs, state, advertise=advertise))
         if with_s3:
             state.processes["s3"] = s3server.start(state.s3, binary=bins.s3_server, tie_to_parent=tie_to_parent)
             state.save()
@@ -253,16 +256,29 @@ def _etcd_argv(
 
 
 def _apiserver_argv(
-    bins: building.Binaries, d: Path, ports: dict[str, int], c: pki.ClusterPKI, state: ClusterState
+    bins: building.Binaries,
+    d: Path,
+    ports: dict[str, int],
+    c: pki.ClusterPKI,
+    state: ClusterState,
+    *,
+    advertise: str | None = None,
 ) -> list[str | os.PathLike[str]]:
+    if advertise is None:
+        # Endpoints may not hold loopback addresses, and without a real node nothing
+        # in-cluster calls the API server through the `kubernetes` Service.
+        listen = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
+    else:
+        # Also on the host's address, which the `kubernetes` Service's endpoint names;
+        # kubeconfigs keep using 127.0.0.1 (both are in the serving cert).
+        listen = ["--bind-address=0.0.0.0", f"--advertise-address={advertise}", "--endpoint-reconciler-type=lease"]
     return [
         bins.kube_apiserver,
         f"--etcd-servers=https://127.0.0.1:{ports['etcd']}",
         f"--etcd-cafile={c.ca.cert}",
         f"--etcd-certfile={c.etcd_client.cert}",
         f"--etcd-keyfile={c.etcd_client.key}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        *listen,
         f"--secure-port={ports['apiserver']}",
         f"--tls-cert-file={c.apiserver.cert}",
         f"--tls-private-key-file={c.apiserver.key}",
@@ -280,9 +296,6 @@ def _apiserver_argv(
         f"--service-account-key-file={c.service_account.cert}",
         f"--service-account-signing-key-file={c.service_account.key}",
         "--service-cluster-ip-range=10.0.0.0/24",
-        # Endpoints may not hold loopback addresses, and nothing in-cluster calls
-        # the API server through the `kubernetes` Service here.
-        "--endpoint-reconciler-type=none",
         "--allow-privileged=true",
         f"--audit-policy-file={d / 'audit-policy.yaml'}",
         f"--audit-log-path={state.audit_log}",

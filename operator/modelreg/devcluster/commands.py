@@ -29,6 +29,7 @@ def dispatch(action: str, *, directory: Path | None, real_node: bool = False) ->
 def build(_: Path) -> int:
     bins = building.ensure_binaries()
     building.ensure_kubelet()
+    building.ensure_kube_proxy()
     print(f"binaries ready in {bins.kubectl.parent.parent}")
     try:
         packages.ensure_packages(log=building.say)

@@ -1,10 +1,11 @@
-"""A real node next to the kwok one: containerd, runc, CNI bridge networking and
-a kubelet, so Pods pinned to it really run (logs, exec and port-forward work).
+"""A real node next to the kwok one: containerd, runc, CNI bridge networking, a
+kubelet and kube-proxy, so Pods pinned to it really run (logs, exec and
+port-forward work) and Services route to them.
 
 Called by `devcluster.cluster.up/down` when the cluster is started with
 `--real-node`, and by `commands.status`. Unlike the rest of the dev cluster it
 needs root and changes the host: mounts, a network bridge, network namespaces,
-cgroups, iptables rules and a few sysctls. `up` records what the host looked
+cgroups, iptables rules, kube-proxy's nftables tables and a few sysctls. `up` records what the host looked
 like and `down` undoes exactly what the node did, so a host holds at most one
 real node at a time (a lock file says which cluster owns it).
 
@@ -25,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +46,9 @@ RUNC = Path("/usr/sbin/runc")
 RUN_DIR = Path("/run/modelreg/real-node")
 LOCK = RUN_DIR / "owner"
 CONTAINERD_ADDRESS = RUN_DIR / "containerd.sock"
+# kube-proxy in nftables mode keeps all its rules in one table per IP family.
+PROXY_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
+PROXY_USER = "system:kube-proxy"
 # The kubelet's root holds sockets too (pod-resources, plugins), so it cannot live there either.
 KUBELET_ROOT = Path("/var/lib/modelreg/real-node/kubelet")
 
@@ -106,13 +111,14 @@ def up(
     """
     packages.ensure_packages(log=log)
     kubelet = building.ensure_kubelet(log=log)
+    kube_proxy = building.ensure_kube_proxy(log=log)
     pause = ociarchive.pause_archive(log=log)
     _take_lock(cluster_dir)
     d = node_dir(cluster_dir)
     d.mkdir(parents=True, exist_ok=True)
     record = HostRecord(
         cluster=str(cluster_dir),
-        node_ip=_node_ip(),
+        node_ip=node_ip(),
         sysctls={k: _read_sysctl(k) for k in SYSCTLS},
         existed={p: os.path.lexists(p) for p in HOST_PATHS},
         netns_bind=_prepare_netns_dir(),
@@ -155,6 +161,18 @@ def up(
     )
     _wait_ready(kubectl, [containerd, kubelet_proc])
 
+    proxy_pair = pki.issue_client_pair(pki_dir, name="kube-proxy-client", user=PROXY_USER)
+    _write_kubeconfig(d / "kube-proxy.kubeconfig", server=server, ca=pki_dir / "ca.crt", pair=proxy_pair)
+    healthz = f"127.0.0.1:{processes.free_port()}"
+    config = _kube_proxy_config(
+        d / "kube-proxy.kubeconfig", healthz=healthz, metrics=f"127.0.0.1:{processes.free_port()}"
+    )
+    (d / "kube-proxy-config.json").write_text(json.dumps(config, indent=2))
+    proxy_started = time.monotonic()
+    proxy = launch("kube-proxy", [kube_proxy, f"--config={d / 'kube-proxy-config.json'}", "--v=1"])
+    _wait_proxy_healthy(healthz, proxy)
+    log(f"[node] kube-proxy (nftables) synced ({time.monotonic() - proxy_started:.1f}s)")
+
 
 def down(cluster_dir: Path, *, kubectl: Callable[..., str] | None, procs: dict[str, processes.Process]) -> None:
     """Stop the node and undo its changes to the host.
@@ -169,12 +187,16 @@ def down(cluster_dir: Path, *, kubectl: Callable[..., str] | None, procs: dict[s
     except OSError:
         _release_lock(cluster_dir)  # taken by an `up` that failed before touching the host
         return
-    kubelet, containerd = procs.get("kubelet"), procs.get("containerd")
+    kubelet, containerd, proxy = procs.get("kubelet"), procs.get("containerd"), procs.get("kube-proxy")
     if kubectl is not None and kubelet is not None and kubelet.alive():
         _drain(kubectl)
-    for proc in (kubelet, containerd):
+    for proc in (proxy, kubelet, containerd):
         if proc is not None:
             processes.stop(proc)
+    # kube-proxy leaves its rules in place when it stops (so a restart does not cut
+    # traffic); with it gone for good they must go, or ClusterIPs keep routing.
+    for family, table in PROXY_TABLES:
+        subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
     address = str(CONTAINERD_ADDRESS)
     _kill_matching(lambda argv: "containerd-shim" in argv[0] and address in argv)
     _kill_kubepods()
@@ -249,7 +271,7 @@ def _release_lock(cluster_dir: Path) -> None:
             RUN_DIR.parent.rmdir()  # only if empty
 
 
-def _node_ip() -> str:
+def node_ip() -> str:
     """The address of the default route's interface: the kubelet refuses loopback as a node IP."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
@@ -295,6 +317,7 @@ def _rbac() -> dict[str, object]:
         "items": [
             binding("modelreg:nodes", "system:node", "Group", "system:nodes"),
             binding("modelreg:apiserver-kubelet", "system:kubelet-api-admin", "User", pki.KUBELET_CLIENT_USER),
+            binding("modelreg:kube-proxy", "system:node-proxier", "User", PROXY_USER),
         ],
     }
 
@@ -391,6 +414,42 @@ def _kubelet_config(d: Path, *, address: Path, ip: str, ca: Path, serving: pki.K
         "imageGCHighThresholdPercent": 99,
         "imageGCLowThresholdPercent": 98,
     }
+
+
+def _kube_proxy_config(kubeconfig: Path, *, healthz: str, metrics: str) -> dict[str, object]:
+    """nftables mode: its rules live in tables of their own (`down` deletes two tables
+    instead of hunting KUBE-* chains), and the kernel (>= 5.13) and nft (>= 1.0.1) suffice.
+    Traffic to a ClusterIP without endpoints is rejected there, not sent out the default route."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": NODE_NAME,
+        "mode": "nftables",
+        # Traffic from outside the pod subnet (the host, the VM's network) is masqueraded.
+        "clusterCIDR": POD_SUBNET,
+        "detectLocalMode": "ClusterCIDR",
+        "healthzBindAddress": healthz,
+        "metricsBindAddress": metrics,
+        # Its default -999 needs CAP_SYS_RESOURCE, which the VM lacks.
+        "oomScoreAdj": 0,
+        # Zero leaves the host's conntrack sysctls alone (by default kube-proxy raises
+        # nf_conntrack_max and rewrites two TCP timeouts).
+        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+    }
+
+
+def _wait_proxy_healthy(healthz: str, proc: processes.Process, timeout: float = 60) -> None:
+    """kube-proxy's /healthz answers 200 once it has written its rules for the current Services."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise NodeError(f"kube-proxy exited during start:\n{processes.tail(proc.log)}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://{healthz}/healthz", timeout=5) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.2)
+    raise NodeError(f"kube-proxy was not healthy within {timeout:.0f}s:\n{processes.tail(proc.log)}")
 
 
 def _wait_containerd(address: Path, proc: processes.Process, timeout: float = 30) -> None:

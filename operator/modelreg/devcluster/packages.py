@@ -2,8 +2,8 @@
 
 Called by `modelreg devcluster build` and before `up --real-node`. The real
 node uses the distribution's container runtime rather than one we build:
-containerd and runc, the reference CNI plugins, and iptables (the bridge plugin
-and the kubelet both call it). busybox-static feeds the test image. When every
+containerd and runc, the reference CNI plugins, iptables (the bridge plugin
+calls it) and nftables (kube-proxy's `nft`). busybox-static feeds the test image. When every
 package is present this costs one `dpkg-query` call.
 """
 
@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 
 Log = Callable[[str], None]
 
-REAL_NODE_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "busybox-static")
+REAL_NODE_PACKAGES = (
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "nftables",  # kube-proxy's nftables mode drives the `nft` command
+    "busybox-static",
+)
 
 
 class PackagesUnavailable(RuntimeError):

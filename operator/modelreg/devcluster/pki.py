@@ -123,6 +123,21 @@ def issue_node_pair(directory: Path, *, node: str, ip: str) -> tuple[KeyPair, Ke
     )
 
 
+def issue_client_pair(directory: Path, *, name: str, user: str) -> KeyPair:
+    """A client cert for `user` (its CN), signed by the cluster CA in `directory`."""
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)])
+    cert = (
+        _builder(subject, ca_cert.subject, key.public_key())
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return _write(directory, name, cert, key)
+
+
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
     return (
