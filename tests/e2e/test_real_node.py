@@ -164,15 +164,26 @@ def test_real_node_is_ready_beside_the_kwok_node(kube_real: Cluster) -> None:
     assert kwok_node["metadata"]["labels"].get(node.LABEL[0]) != node.LABEL[1]
 
 
-def test_a_pod_that_does_not_ask_for_the_real_node_goes_to_kwok(kube_real: Cluster) -> None:
+def test_placement_is_explicit_with_both_nodes(kube_real: Cluster) -> None:
+    """Both nodes are tainted: a Pod lands where it asks, and one that asks for
+    nothing lands nowhere (never on a node by luck)."""
+    kube_real.kubectl("apply", "-f", "-", input=_pod("on-kwok", "sleep 3600", placement=cluster.kwok_placement()))
     kube_real.kubectl("apply", "-f", "-", input=_pod("anywhere", "sleep 3600", placement={}))
     node_name = wait_for(
-        lambda: kube_real.kubectl("get", "pod", "anywhere", "-o", "jsonpath={.spec.nodeName}"),
+        lambda: kube_real.kubectl("get", "pod", "on-kwok", "-o", "jsonpath={.spec.nodeName}"),
         timeout=30,
-        what="the scheduler to place pod/anywhere",
+        what="the scheduler to place pod/on-kwok",
     )
     assert node_name == cluster.NODE_NAME
-    kube_real.kubectl("delete", "pod", "anywhere", "--grace-period=0", "--force", check=False)
+
+    def unschedulable() -> bool:
+        pod = json.loads(kube_real.kubectl("get", "pod", "anywhere", "-o", "json"))
+        conditions = {c["type"]: c for c in pod["status"].get("conditions", [])}
+        return bool(conditions.get("PodScheduled", {}).get("reason") == "Unschedulable")
+
+    wait_for(unschedulable, timeout=30, what="pod/anywhere to be refused by every node's taint")
+    assert kube_real.kubectl("get", "pod", "anywhere", "-o", "jsonpath={.spec.nodeName}") == ""
+    kube_real.kubectl("delete", "pod", "on-kwok", "anywhere", "--grace-period=0", "--force", check=False)
 
 
 def test_a_pod_from_a_local_image_runs_on_the_real_node(real: RealCluster, kube_real: Cluster) -> None:
