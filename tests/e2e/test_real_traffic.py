@@ -297,10 +297,11 @@ def test_v1_answers_through_the_cluster_ip_from_pods_on_the_real_node(traffic: T
     } | placement
     storage = {"endpoint": s3.config.endpoint, "region": s3.config.region, "credentialsSecret": {"name": "s3-creds"}}
     apply(kube, NAMESPACE, model_manifest(MODEL, serving=serving, storage=storage))
-    for v in (V1, V2):
+    # Production only from Staging (admission says so).
+    for v, stage in ((V1, "Staging"), (V2, "Development")):
         apply(kube, NAMESPACE, version_manifest(v.name, model=MODEL, version=v.number, uri=v.uri, sha256=v.sha256,
-                                                stage="Development"))  # fmt: skip
-        wait_stage(kube, NAMESPACE, v.name, "Development")
+                                                stage=stage))  # fmt: skip
+        wait_stage(kube, NAMESPACE, v.name, stage, timeout=150)
 
     promoted = time.monotonic()
     set_stage(kube, NAMESPACE, V1.name, "Production")
@@ -327,6 +328,8 @@ def test_v1_answers_through_the_cluster_ip_from_pods_on_the_real_node(traffic: T
 
 def test_promoting_v2_under_traffic_fails_no_request(traffic: Traffic) -> None:
     assert serving_version(traffic.kube, NAMESPACE, MODEL) == V1.number, "test_v1_answers... serves v1 first"
+    set_stage(traffic.kube, NAMESPACE, V2.name, "Staging")
+    wait_stage(traffic.kube, NAMESPACE, V2.name, "Staging", timeout=150)
     result = _switch_under_traffic(
         traffic, old=V1, new=V2, what="promotion of v2",
         change=lambda: set_stage(traffic.kube, NAMESPACE, V2.name, "Production"),
