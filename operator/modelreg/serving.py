@@ -30,6 +30,11 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "modelreg"}
 MODELS_DIR = "/models"
 ARTIFACT_PATH = f"{MODELS_DIR}/artifact"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/modelreg/modelreg:0.1.0"
+# How long a serving container keeps serving after its Pod is told to go (before its
+# SIGTERM). When the Service switches version the old Pods are scaled down at once, but
+# each node's kube-proxy routes new connections to them until it has seen the switch:
+# without this pause those connections were reset or refused (tests/e2e/test_real_traffic.py).
+DRAIN_SECONDS = 5
 
 _MAX_NAME = 63
 _DIGEST_LEN = 8
@@ -175,6 +180,8 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
     if resources:
         container["resources"] = resources
     container["readinessProbe"] = _readiness_probe(serving)
+    # The kubelet's own sleep: no binary needed in the image (Kubernetes 1.30+).
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
     fetch: Obj = {
         "name": "fetch-artifact",
         "image": operator_image,

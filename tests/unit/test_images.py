@@ -54,6 +54,26 @@ def test_a_checkout_without_dockerfile_is_refused(tmp_path: Path) -> None:
         images.stage_context(tmp_path, tmp_path / "c")
 
 
+def test_the_model_server_context_is_its_two_files_and_the_key_follows_them(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / images.MODEL_SERVER_DIR).mkdir(parents=True)
+    for name in images.MODEL_SERVER_FILES:
+        (repo / images.MODEL_SERVER_DIR / name).write_text(f"{name} 1\n")
+    (repo / images.MODEL_SERVER_DIR / "README.md").write_text("not copied")
+    (tmp_path / "c1").mkdir()
+    first = images.stage_model_server_context(repo, tmp_path / "c1")
+    assert sorted(p.name for p in (tmp_path / "c1").iterdir()) == sorted(images.MODEL_SERVER_FILES)
+    (repo / images.MODEL_SERVER_DIR / "README.md").write_text("changed")
+    (tmp_path / "c2").mkdir()
+    assert images.stage_model_server_context(repo, tmp_path / "c2") == first
+    (repo / images.MODEL_SERVER_DIR / "server.py").write_text("server.py 2\n")
+    (tmp_path / "c3").mkdir()
+    assert images.stage_model_server_context(repo, tmp_path / "c3") != first
+    (repo / images.MODEL_SERVER_DIR / "server.py").unlink()
+    with pytest.raises(images.ImageError, match=r"server\.py"):
+        images.stage_model_server_context(repo, tmp_path / "c3")
+
+
 def test_the_base_key_names_the_recipe() -> None:
     assert images.base_reference() == f"localhost/modelreg/base:bookworm-{images.base_key()}"
     assert len(images.base_key()) == 16

@@ -96,6 +96,9 @@ def test_the_deployment_carries_only_the_serving_fields_and_a_restricted_context
     assert server["resources"] == {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}
     assert {"name": "A", "value": "b"} in server["env"]
     assert server["volumeMounts"][0]["readOnly"] is True
+    # Still serving while kube-proxy catches up with a switch away from it.
+    assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": serving.DRAIN_SECONDS}}}
+    assert "lifecycle" not in init
     for c in (init, server):
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["readOnlyRootFilesystem"] is True

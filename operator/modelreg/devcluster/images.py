@@ -69,6 +69,9 @@ REPO = Path(__file__).resolve().parents[3]
 # The build context: the Dockerfile's COPY sources and nothing else.
 CONTEXT_FILES = ("Dockerfile", "pyproject.toml", "README.md")
 CONTEXT_DIRS = ("operator",)
+# The example model server: its Containerfile copies server.py and nothing else.
+MODEL_SERVER_DIR = Path("examples") / "model-server"
+MODEL_SERVER_FILES = ("Containerfile", "server.py")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TOOLS = ("buildah", "debootstrap", "podman", "skopeo")
 Log = building.Log
@@ -190,6 +193,51 @@ def ensure_operator_image(
         push(store, local, remote)
         log(f"[images] pushed {remote} in {time.monotonic() - started:.1f}s")
         return remote
+
+
+def ensure_model_server_image(
+    *,
+    registry: str | None = None,
+    store: Store | None = None,
+    repo: Path = REPO,
+    log: Log = building.say,
+) -> str:
+    """Build (or reuse) the example model server's image on the same base, and
+    return its reference: in `registry` when given (pushed there), else local.
+    Its Containerfile has no RUN step, so a cold build takes seconds."""
+    _require_tools()
+    store = store or default_store()
+    with _locked():
+        base = ensure_base_image(store=store, log=log)
+        with tempfile.TemporaryDirectory(prefix="context-", dir=_scratch_dir()) as tmp:
+            context = Path(tmp)
+            digest = stage_model_server_context(repo, context)
+            key = hashlib.sha256(f"{base}\n{digest}".encode()).hexdigest()[:16]
+            local = f"localhost/modelreg/model-server:{key}"
+            if exists(store, local):
+                log(f"[images] model server image {local} is cached")
+            else:
+                _build(store, context=context, base=base, tag=local, log=log)
+                prune(store, "localhost/modelreg/model-server", keep=KEEP_OPERATOR_IMAGES)
+    if registry is None:
+        return local
+    remote = f"{registry}/modelreg/model-server:{key}"
+    push(store, local, remote)
+    return remote
+
+
+def stage_model_server_context(repo: Path, dest: Path) -> str:
+    """Copy the model server's build context into `dest`; return a digest of it."""
+    h = hashlib.sha256()
+    for name in MODEL_SERVER_FILES:
+        source = repo / MODEL_SERVER_DIR / name
+        if not source.is_file():
+            raise ImageError(f"no {source}: the model server image is built from a source checkout")
+        data = source.read_bytes()
+        (dest / name).write_bytes(data)
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 def stage_context(repo: Path, dest: Path) -> str:

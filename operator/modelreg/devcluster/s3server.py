@@ -26,13 +26,17 @@ class S3Config:
     data_dir: str
     meta_dir: str
     log: str
+    # Loopback unless a real node's Pods must reach it (they cannot reach the host's 127.0.0.1).
+    host: str = "127.0.0.1"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
-def new_config(directory: Path) -> S3Config:
+def new_config(directory: Path, *, host: str = "127.0.0.1") -> S3Config:
+    """`host` is the address it listens on; another than loopback exposes it to
+    whatever reaches that address (the tests use the real node's, for its Pods)."""
     return S3Config(
         port=processes.free_port(),
         access_key="modelreg" + secrets.token_hex(4),
@@ -41,6 +45,7 @@ def new_config(directory: Path) -> S3Config:
         data_dir=str(directory / "data"),
         meta_dir=str(directory / "meta"),
         log=str(directory / "s3.log"),
+        host=host,
     )
 
 
@@ -52,7 +57,7 @@ def start(config: S3Config, *, binary: Path, tie_to_parent: bool = False, timeou
         "--access", config.access_key,
         "--secret", config.secret_key,
         "--region", config.region,
-        "--port", f"127.0.0.1:{config.port}",
+        "--port", f"{config.host}:{config.port}",
         "--quiet",
         "posix",
         # Metadata (including stored checksums) in a sidecar directory, so the
@@ -61,19 +66,19 @@ def start(config: S3Config, *, binary: Path, tie_to_parent: bool = False, timeou
         config.data_dir,
     ]  # fmt: skip
     proc = processes.start("s3", argv, log=Path(config.log), tie_to_parent=tie_to_parent)
-    wait_listening(config.port, proc=proc, timeout=timeout)
+    wait_listening(config.port, proc=proc, timeout=timeout, host=config.host)
     return proc
 
 
-def wait_listening(port: int, *, proc: processes.Process, timeout: float) -> None:
+def wait_listening(port: int, *, proc: processes.Process, timeout: float, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
             raise RuntimeError(f"the S3 server exited at start:\n{processes.tail(proc.log)}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
     processes.stop(proc)
-    raise TimeoutError(f"the S3 server did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+    raise TimeoutError(f"the S3 server did not listen on {host}:{port} within {timeout:.0f}s")

@@ -1,0 +1,354 @@
+"""Real traffic through a model's Service while its versions change (issue #8, item 6).
+
+One dev cluster with a real node for the module (a host holds one real node at a
+time), the operator as a subprocess on the host with its own image (from the
+loopback registry) as the serving Pods' init container, the example model server
+built on the local Debian base, and an S3 server the Pods can reach: on the node's
+address, because a Pod's network namespace cannot reach the host's loopback.
+
+The tests run in order on one model: v1 serves and answers through the `iris`
+Service's ClusterIP from the host; v2 is promoted while a client sends a steady
+stream of predictions, and then v1 rolled back to: not one request fails, and
+the answers switch version once and never go back. The figures (requests, failures,
+when the new version first answered) are printed (`-s` shows them).
+
+Needs root on a Debian host with buildah, podman, skopeo, debootstrap and
+docker-registry; with CI=true a missing one fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+
+from modelreg.devcluster import building, cluster, images, node, processes, registry, s3server
+from modelreg.devcluster.demo import EXAMPLE_BUCKET, seed_examples
+from tests.conftest import unavailable, wait_for
+from tests.e2e.conftest import CRDS, REPO, S3, Cluster, Operator
+from tests.e2e.registry import (
+    apply,
+    deployment,
+    model_manifest,
+    secret_manifest,
+    serving_version,
+    set_stage,
+    version_manifest,
+    wait_replicas,
+    wait_serving,
+    wait_stage,
+)
+
+NAMESPACE = "traffic"
+MODEL = "iris"
+# A versicolor that version 1 takes for a virginica (examples/model-server/README.md).
+BORDERLINE = [6.7, 3.0, 5.0, 1.7]
+LABELS = {"1": "virginica", "2": "versicolor"}
+# Straight to the ClusterIP: a proxy from the environment would answer for an address that does not route.
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+REPLICAS = 2
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str  # the ModelVersion object
+    number: str
+    uri: str
+    sha256: str
+
+
+def _example(number: str) -> Version:
+    spec = yaml.safe_load((REPO / "examples" / f"modelversion-iris-{number}.yaml").read_text())["spec"]
+    uri = spec["artifact"]["uri"]
+    assert uri.startswith(f"s3://{EXAMPLE_BUCKET}/")
+    return Version(name=f"{MODEL}-{number}", number=number, uri=uri, sha256=spec["artifact"]["sha256"])
+
+
+V1, V2 = _example("1"), _example("2")
+BY_SHA = {V1.sha256: V1, V2.sha256: V2}
+
+
+@dataclass
+class Traffic:
+    kube: Cluster
+    s3: S3
+    operator: Operator
+    server_image: str
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Traffic]:
+    if os.geteuid() != 0:
+        unavailable("the real node needs root (mounts, cgroups, a network bridge)")
+    if gone := images.missing_tools():
+        unavailable(f"building the images needs {', '.join(gone)}")
+    if registry.find_binary() is None:
+        unavailable("the real node pulls its images from Debian's docker-registry, which is not installed")
+    directory = tmp_path_factory.mktemp("traffic")
+    try:
+        bins = building.ensure_binaries()
+        state = cluster.up(directory / "cluster", bins=bins, with_s3=False, real_node=True, tie_to_parent=True)
+    except Exception as exc:
+        unavailable(f"the dev cluster with a real node could not start: {exc}")
+    kube = Cluster(kubeconfig=state.kubeconfig, kubectl_path=str(bins.kubectl), audit_log=state.audit_log, state=state)
+    s3: S3 | None = None
+    operator: Operator | None = None
+    failed_before = request.session.testsfailed
+    try:
+        assert state.registry is not None, "the dev cluster started without its registry"
+        try:
+            operator_image = images.ensure_operator_image(registry=state.registry.address)
+            server_image = images.ensure_model_server_image(registry=state.registry.address)
+        except images.ImageError as exc:
+            unavailable(f"the images could not be built: {exc}")
+        # On the node's address: the serving Pods' init container fetches from it.
+        s3 = S3(config=s3server.new_config(directory / "s3", host=node.node_ip()), binary=bins.s3_server)
+        s3.start()
+        seed_examples(s3.client(), REPO / "examples" / "artifacts")
+
+        kube.kubectl("apply", "--server-side", "-f", str(CRDS))
+        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
+        kube.kubectl("create", "namespace", NAMESPACE)
+        port = processes.free_port()
+        # No ambient S3 credentials: the model's Secret is what the operator and the Pods use.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+            "KUBECONFIG": kube.kubeconfig,
+            "PYTHONUNBUFFERED": "1",
+            "MODELREG_OPERATOR_IMAGE": operator_image,
+        }
+        argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE, "--resync-seconds", "3",
+                "--liveness", f"http://127.0.0.1:{port}/healthz",
+                "--allow-insecure-storage", "--storage-endpoint", s3.config.endpoint]  # fmt: skip
+        operator = Operator(argv=argv, env=env, log_path=directory / "operator.log", port=port)
+        operator.start()
+        yield Traffic(kube=kube, s3=s3, operator=operator, server_image=server_image)
+    finally:
+        if request.session.testsfailed > failed_before:
+            _diagnose(kube, operator)
+        if operator is not None:
+            operator.stop()
+        # Deployments would recreate the Pods that `down` drains.
+        kube.run("delete", "deployments", "--all", "-n", NAMESPACE, "--wait=false")
+        if s3 is not None:
+            s3.stop()
+        cluster.down(directory / "cluster")
+
+
+def _diagnose(kube: Cluster, operator: Operator | None) -> None:
+    print(f"\n--- pods ---\n{kube.run('get', 'pods', '-n', NAMESPACE, '-o', 'wide').stdout}")
+    print(kube.run("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp").stdout[-6000:])
+    if operator is not None:
+        print(f"--- operator log ---\n{processes.tail(operator.log_path, 80)}")
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    sent: float  # time.monotonic() when the request was sent
+    version: str | None  # the version whose artifact answered, by its SHA-256
+    error: str | None = None
+
+
+def predict(url: str, timeout: float = 5) -> Answer:
+    """One prediction for BORDERLINE; anything but a 200 with a known artifact and its label is an error."""
+    sent = time.monotonic()
+    body = json.dumps({"instances": [BORDERLINE]}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with NO_PROXY.open(req, timeout=timeout) as resp:
+            answer = json.loads(resp.read())
+        version = BY_SHA[answer["model"]["sha256"]]
+        label = answer["predictions"][0]["label"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        return Answer(sent=sent, version=None, error=f"{type(exc).__name__}: {exc}")
+    if label != LABELS[version.number]:
+        return Answer(sent=sent, version=None, error=f"version {version.number} answered {label!r}")
+    return Answer(sent=sent, version=version.number)
+
+
+@dataclass
+class Client:
+    """One client sending predictions back to back, a short pause between them,
+    each on a new connection (so each is routed afresh); bounded in count and time."""
+
+    url: str
+    interval: float = 0.02
+    max_requests: int = 10_000
+    max_seconds: float = 180
+    answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Client:
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and len(self.answers) < self.max_requests and time.monotonic() < deadline:
+            self.answers.append(predict(self.url))
+            self._stop.wait(self.interval)
+
+    def count(self, version: str) -> int:
+        return sum(1 for a in list(self.answers) if a.version == version)
+
+
+@dataclass(frozen=True)
+class Figures:
+    requests: int
+    failed: int
+    errors: list[str]
+    sequence: list[str]  # versions that answered, consecutive repeats folded
+    first_new: float | None  # seconds from the stage change to the new version's first answer
+    last_old: float | None  # seconds from the stage change to the old version's last answer
+
+    def line(self, what: str) -> str:
+        first = f"{self.first_new:.2f}s" if self.first_new is not None else "never"
+        last = f"{self.last_old:.2f}s" if self.last_old is not None else "never"
+        return (f"{what}: {self.requests} requests, {self.failed} failed; first answer of the new version "
+                f"{first} after the stage change, last of the old one {last}; "
+                f"answers {' -> '.join(self.sequence)}")  # fmt: skip
+
+
+def figures(answers: list[Answer], *, changed: float, old: str, new: str) -> Figures:
+    failed = [a for a in answers if a.error is not None]
+    sequence: list[str] = []
+    for a in answers:
+        if a.version is not None and (not sequence or sequence[-1] != a.version):
+            sequence.append(a.version)
+    first_new = next((a.sent - changed for a in answers if a.version == new and a.sent >= changed), None)
+    last_old = next((a.sent - changed for a in reversed(answers) if a.version == old), None)
+    errors = [f"{a.sent - changed:+.2f}s {a.error}" for a in failed[:10]]
+    return Figures(len(answers), len(failed), errors, sequence, first_new, last_old)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _cluster_ip(kube: Cluster) -> str:
+    return kube.kubectl("get", "service", MODEL, "-n", NAMESPACE, "-o", "jsonpath={.spec.clusterIP}")
+
+
+def _pods(kube: Cluster, version: str) -> list[dict[str, Any]]:
+    selector = f"modelreg.dev/model={MODEL},modelreg.dev/version={version}"
+    return list(kube.get_json("pods", "-n", NAMESPACE, "-l", selector)["items"])
+
+
+def _switch_under_traffic(t: Traffic, *, old: Version, new: Version, change: Callable[[], None], what: str) -> Figures:
+    """Send traffic, make the stage change, and keep sending until the old version's
+    Pods are gone (and a little longer); return the figures."""
+    url = f"http://{_cluster_ip(t.kube)}/predict"
+    with Client(url) as client:
+        wait_for(lambda: client.count(old.number) >= 20, timeout=30, what=f"20 answers of version {old.number}")
+        changed = time.monotonic()
+        change()
+        wait_serving(t.kube, NAMESPACE, MODEL, new.number, timeout=150)
+        wait_stage(t.kube, NAMESPACE, old.name, "Archived", timeout=30)
+        wait_for(lambda: not _pods(t.kube, old.number), timeout=60, what=f"version {old.number}'s Pods to be gone")
+        gone = len(client.answers)
+        # Kept up a little after the last old Pod went: late routing to it would show here.
+        wait_for(lambda: len(client.answers) >= gone + 100, timeout=30, what="100 more answers")
+    result = figures(client.answers, changed=changed, old=old.number, new=new.number)
+    print(result.line(what))
+    return result
+
+
+def _assert_clean_switch(result: Figures, *, old: Version, new: Version) -> None:
+    assert result.failed == 0, f"{result.failed} of {result.requests} requests failed:\n" + "\n".join(result.errors)
+    assert result.sequence == [old.number, new.number], "the answers should switch version once and never go back"
+    assert result.first_new is not None
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+
+def test_v1_answers_through_the_cluster_ip_from_pods_on_the_real_node(traffic: Traffic) -> None:
+    kube, s3 = traffic.kube, traffic.s3
+    creds = {"AWS_ACCESS_KEY_ID": s3.config.access_key.encode(), "AWS_SECRET_ACCESS_KEY": s3.config.secret_key.encode()}
+    apply(kube, NAMESPACE, secret_manifest("s3-creds", creds))
+    placement = {
+        "nodeSelector": {node.LABEL[0]: node.LABEL[1]},
+        "tolerations": [{"key": node.LABEL[0], "operator": "Equal", "value": node.LABEL[1], "effect": "NoSchedule"}],
+    }
+    serving = {
+        "image": traffic.server_image,
+        "port": 8080,
+        "replicas": REPLICAS,
+        "stagingReplicas": 1,
+        "progressDeadlineSeconds": 120,
+        "readinessProbe": {"path": "/healthz", "periodSeconds": 1},
+    } | placement
+    storage = {"endpoint": s3.config.endpoint, "region": s3.config.region, "credentialsSecret": {"name": "s3-creds"}}
+    apply(kube, NAMESPACE, model_manifest(MODEL, serving=serving, storage=storage))
+    # Production only from Staging (admission says so).
+    for v, stage in ((V1, "Staging"), (V2, "Development")):
+        apply(kube, NAMESPACE, version_manifest(v.name, model=MODEL, version=v.number, uri=v.uri, sha256=v.sha256,
+                                                stage=stage))  # fmt: skip
+        wait_stage(kube, NAMESPACE, v.name, stage, timeout=150)
+
+    promoted = time.monotonic()
+    set_stage(kube, NAMESPACE, V1.name, "Production")
+    wait_stage(kube, NAMESPACE, V1.name, "Production", timeout=150)
+    wait_serving(kube, NAMESPACE, MODEL, V1.number)
+    wait_replicas(kube, NAMESPACE, V1.name, REPLICAS, timeout=150)
+    pods = _pods(kube, V1.number)
+    assert {p["spec"]["nodeName"] for p in pods} == {node.NODE_NAME}
+    # The init container ran the operator's image from the registry and fetched from S3.
+    init = [s for p in pods for s in p["status"]["initContainerStatuses"]]
+    assert {s["state"]["terminated"]["exitCode"] for s in init} == {0}
+
+    url = f"http://{_cluster_ip(kube)}/predict"
+
+    def answered() -> Answer | None:
+        answer = predict(url)
+        return answer if answer.version else None
+
+    first = wait_for(answered, timeout=30, what=f"an answer through {url}")
+    print(f"v1 answered through the ClusterIP {time.monotonic() - promoted:.1f}s after its promotion")
+    answers = [first] + [predict(url) for _ in range(20)]
+    assert [(a.version, a.error) for a in answers] == [(V1.number, None)] * len(answers)
+
+
+def test_promoting_v2_under_traffic_fails_no_request(traffic: Traffic) -> None:
+    assert serving_version(traffic.kube, NAMESPACE, MODEL) == V1.number, "test_v1_answers... serves v1 first"
+    set_stage(traffic.kube, NAMESPACE, V2.name, "Staging")
+    wait_stage(traffic.kube, NAMESPACE, V2.name, "Staging", timeout=150)
+    result = _switch_under_traffic(
+        traffic, old=V1, new=V2, what="promotion of v2",
+        change=lambda: set_stage(traffic.kube, NAMESPACE, V2.name, "Production"),
+    )  # fmt: skip
+    _assert_clean_switch(result, old=V1, new=V2)
+    wait_replicas(traffic.kube, NAMESPACE, V2.name, REPLICAS)
+    old = deployment(traffic.kube, NAMESPACE, V1.name)
+    assert old is not None, "an archived Deployment is kept for rollback"
+    assert old["spec"]["replicas"] == 0
+
+
+def test_rolling_back_to_v1_under_traffic_fails_no_request(traffic: Traffic) -> None:
+    assert serving_version(traffic.kube, NAMESPACE, MODEL) == V2.number, "the promotion test serves v2 first"
+    set_stage(traffic.kube, NAMESPACE, V1.name, "Archived")  # acknowledge the supersession, as the CLI would
+
+    def roll_back() -> None:
+        set_stage(traffic.kube, NAMESPACE, V1.name, "Production")
+
+    result = _switch_under_traffic(traffic, old=V2, new=V1, change=roll_back, what="rollback to v1")
+    _assert_clean_switch(result, old=V2, new=V1)
+    st = wait_stage(traffic.kube, NAMESPACE, V1.name, "Production")
+    assert st["history"][-1]["reason"] == "RolledBack"
