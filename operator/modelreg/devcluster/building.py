@@ -152,32 +152,32 @@ def build_kubernetes(dest: Path, *, log: Log = say) -> None:
 
 def kubelet_binary(root: Path | None = None) -> Path:
     """The real node's kubelet: its own cache folder, so adding it never invalidates the control plane's."""
-    return (root or cache_root()) / f"kubelet-{versions.KUBERNETES}" / "kubelet"
+    return _node_binary("kubelet", root)
 
 
 def ensure_kubelet(*, root: Path | None = None, log: Log = say) -> Path:
-    kubelet = kubelet_binary(root)
-    if not os.access(kubelet, os.X_OK):
-        _require_go()
-        build_kubelet(kubelet.parent, log=log)
-    return kubelet
-
-
-def build_kubelet(dest: Path, *, log: Log = say) -> None:
-    _build_kube_commands(dest, ("kubelet",), name="kubelet", log=log)
+    return _ensure_node_binary("kubelet", root=root, log=log)
 
 
 def kube_proxy_binary(root: Path | None = None) -> Path:
     """The real node's kube-proxy, in a cache folder of its own like the kubelet's."""
-    return (root or cache_root()) / f"kube-proxy-{versions.KUBERNETES}" / "kube-proxy"
+    return _node_binary("kube-proxy", root)
 
 
 def ensure_kube_proxy(*, root: Path | None = None, log: Log = say) -> Path:
-    kube_proxy = kube_proxy_binary(root)
-    if not os.access(kube_proxy, os.X_OK):
+    return _ensure_node_binary("kube-proxy", root=root, log=log)
+
+
+def _node_binary(command: str, root: Path | None) -> Path:
+    return (root or cache_root()) / f"{command}-{versions.KUBERNETES}" / command
+
+
+def _ensure_node_binary(command: str, *, root: Path | None, log: Log) -> Path:
+    binary = _node_binary(command, root)
+    if not os.access(binary, os.X_OK):
         _require_go()
-        _build_kube_commands(kube_proxy.parent, ("kube-proxy",), name="kube-proxy", log=log)
-    return kube_proxy
+        _build_kube_commands(binary.parent, (command,), name=command, log=log)
+    return binary
 
 
 def _build_kube_commands(dest: Path, commands: Sequence[str], *, name: str, log: Log) -> None:

@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,28 +171,7 @@ def ensure_operator_image(
     image are pushed there and the returned reference names the operator image
     in that registry, as a Pod spec would; without it, the local one.
     """
-    _require_tools()
-    store = store or default_store()
-    with _locked():
-        base = ensure_base_image(store=store, log=log)
-        with tempfile.TemporaryDirectory(prefix="context-", dir=_scratch_dir()) as tmp:
-            context = Path(tmp)
-            digest = stage_context(repo, context)
-            key = hashlib.sha256(f"{base}\n{digest}".encode()).hexdigest()[:16]
-            local = f"localhost/modelreg/operator:{key}"
-            if exists(store, local):
-                log(f"[images] operator image {local} is cached")
-            else:
-                _build(store, context=context, base=base, tag=local, log=log)
-                prune(store, "localhost/modelreg/operator", keep=KEEP_OPERATOR_IMAGES)
-        if registry is None:
-            return local
-        started = time.monotonic()
-        push(store, base, f"{registry}/modelreg/base:{base.rsplit(':', 1)[1]}")
-        remote = f"{registry}/modelreg/operator:{key}"
-        push(store, local, remote)
-        log(f"[images] pushed {remote} in {time.monotonic() - started:.1f}s")
-        return remote
+    return _ensure_image("operator", stage_context, registry=registry, store=store, repo=repo, log=log)
 
 
 def ensure_model_server_image(
@@ -205,25 +184,43 @@ def ensure_model_server_image(
     """Build (or reuse) the example model server's image on the same base, and
     return its reference: in `registry` when given (pushed there), else local.
     Its Containerfile has no RUN step, so a cold build takes seconds."""
+    return _ensure_image("model-server", stage_model_server_context, registry=registry, store=store, repo=repo,
+                         log=log)  # fmt: skip
+
+
+def _ensure_image(
+    name: str,
+    stage: Callable[[Path, Path], str],
+    *,
+    registry: str | None,
+    store: Store | None,
+    repo: Path,
+    log: Log,
+) -> str:
+    """Build `localhost/modelreg/<name>` on the local base from the context `stage`
+    copies (cached by the base and the context's digest), and push it (with its
+    base) to `registry` when given."""
     _require_tools()
     store = store or default_store()
     with _locked():
         base = ensure_base_image(store=store, log=log)
         with tempfile.TemporaryDirectory(prefix="context-", dir=_scratch_dir()) as tmp:
             context = Path(tmp)
-            digest = stage_model_server_context(repo, context)
-            key = hashlib.sha256(f"{base}\n{digest}".encode()).hexdigest()[:16]
-            local = f"localhost/modelreg/model-server:{key}"
+            key = hashlib.sha256(f"{base}\n{stage(repo, context)}".encode()).hexdigest()[:16]
+            local = f"localhost/modelreg/{name}:{key}"
             if exists(store, local):
-                log(f"[images] model server image {local} is cached")
+                log(f"[images] {name} image {local} is cached")
             else:
                 _build(store, context=context, base=base, tag=local, log=log)
-                prune(store, "localhost/modelreg/model-server", keep=KEEP_OPERATOR_IMAGES)
-    if registry is None:
-        return local
-    remote = f"{registry}/modelreg/model-server:{key}"
-    push(store, local, remote)
-    return remote
+                prune(store, f"localhost/modelreg/{name}", keep=KEEP_OPERATOR_IMAGES)
+        if registry is None:
+            return local
+        started = time.monotonic()
+        push(store, base, f"{registry}/modelreg/base:{base.rsplit(':', 1)[1]}")
+        remote = f"{registry}/modelreg/{name}:{key}"
+        push(store, local, remote)
+        log(f"[images] pushed {remote} in {time.monotonic() - started:.1f}s")
+        return remote
 
 
 def stage_model_server_context(repo: Path, dest: Path) -> str:
