@@ -20,29 +20,31 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from modelreg.devcluster import building, cluster, images, node, processes, registry, s3server
+from modelreg.devcluster import building, cluster, images, node, registry, s3server
 from modelreg.devcluster.demo import EXAMPLE_BUCKET, seed_examples
 from tests.conftest import unavailable, wait_for
-from tests.e2e.conftest import CRDS, REPO, S3, Cluster, Operator
+from tests.e2e.conftest import REPO, S3, Cluster
 from tests.e2e.registry import (
     apply,
     deployment,
     model_manifest,
+    operator_writes,
     secret_manifest,
     serving_version,
     set_stage,
     version_manifest,
+    wait_condition,
     wait_replicas,
     wait_serving,
     wait_stage,
@@ -77,12 +79,79 @@ V1, V2 = _example("1"), _example("2")
 BY_SHA = {V1.sha256: V1, V2.sha256: V2}
 
 
+OVERLAY = REPO / "tests" / "e2e" / "overlays" / "real-node"
+OPERATOR_NAMESPACE = "modelreg-system"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=modelreg-operator"
+
+
+@dataclass
+class InClusterOperator:
+    """The operator as users run it: the Deployment from `kubectl apply -k`, its Pod on the real node."""
+
+    kube: Cluster
+
+    def pods(self) -> list[dict[str, Any]]:
+        return list(self.kube.get_json("pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR)["items"])
+
+    def ready_pod(self) -> dict[str, Any] | None:
+        """The one Pod, once Ready and not on its way out; None otherwise."""
+        live = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
+        if len(live) != 1:
+            return None
+        ready = {c["type"]: c["status"] for c in live[0]["status"].get("conditions", [])}.get("Ready")
+        return live[0] if ready == "True" else None
+
+    def wait_ready(self, timeout: float = 120) -> dict[str, Any]:
+        return wait_for(self.ready_pod, timeout=timeout, what="the operator Pod to be Ready")
+
+    def delete_pod(self) -> str:
+        """Delete the running Pod as `kubectl delete pod` does (graceful: SIGTERM); its
+        ReplicaSet starts another at once. Returns the deleted Pod's name."""
+        pod = self.ready_pod()
+        assert pod is not None, "no Ready operator Pod to delete"
+        name = str(pod["metadata"]["name"])
+        self.kube.kubectl("delete", "pod", name, "-n", OPERATOR_NAMESPACE, "--wait=false")
+        return name
+
+    def log(self) -> str:
+        out = self.kube.run("logs", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR, "--tail=80", "--prefix")
+        return out.stdout + out.stderr
+
+
+def install_operator(kube: Cluster, directory: Path, *, image: str, storage_endpoint: str) -> InClusterOperator:
+    """`kubectl apply -k` of the test overlay, under a kustomization naming what only
+    this run knows: the image in the loopback registry and the S3 endpoint."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name, tag = image.rsplit(":", 1)
+    env = [{"name": "MODELREG_OPERATOR_IMAGE", "value": image},
+           {"name": "MODELREG_STORAGE_ENDPOINTS", "value": storage_endpoint}]  # fmt: skip
+    patch = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "modelreg-operator", "namespace": OPERATOR_NAMESPACE},
+        "spec": {"template": {"spec": {"containers": [{"name": "operator", "env": env}]}}},
+    }
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(OVERLAY, directory)],
+        "images": [{"name": "ghcr.io/modelreg/modelreg", "newName": name, "newTag": tag}],
+        "patches": [{"patch": yaml.safe_dump(patch)}],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    kube.kubectl("apply", "--server-side", "-k", str(directory))
+    operator = InClusterOperator(kube)
+    operator.wait_ready()
+    return operator
+
+
 @dataclass
 class Traffic:
     kube: Cluster
     s3: S3
-    operator: Operator
+    operator: InClusterOperator
     server_image: str
+    operator_image: str
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +170,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         unavailable(f"the dev cluster with a real node could not start: {exc}")
     kube = Cluster(kubeconfig=state.kubeconfig, kubectl_path=str(bins.kubectl), audit_log=state.audit_log, state=state)
     s3: S3 | None = None
-    operator: Operator | None = None
+    operator: InClusterOperator | None = None
     failed_before = request.session.testsfailed
     try:
         assert state.registry is not None, "the dev cluster started without its registry"
@@ -110,44 +179,31 @@ def traffic(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
             server_image = images.ensure_model_server_image(registry=state.registry.address)
         except images.ImageError as exc:
             unavailable(f"the images could not be built: {exc}")
-        # On the node's address: the serving Pods' init container fetches from it.
+        # On the node's address: the operator and the serving Pods' init container fetch from it.
         s3 = S3(config=s3server.new_config(directory / "s3", host=node.node_ip()), binary=bins.s3_server)
         s3.start()
         seed_examples(s3.client(), REPO / "examples" / "artifacts")
-
-        kube.kubectl("apply", "--server-side", "-f", str(CRDS))
-        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
+        operator = install_operator(kube, directory / "install", image=operator_image,
+                                    storage_endpoint=s3.config.endpoint)  # fmt: skip
         kube.kubectl("create", "namespace", NAMESPACE)
-        port = processes.free_port()
-        # No ambient S3 credentials: the model's Secret is what the operator and the Pods use.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
-            "KUBECONFIG": kube.kubeconfig,
-            "PYTHONUNBUFFERED": "1",
-            "MODELREG_OPERATOR_IMAGE": operator_image,
-        }
-        argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE, "--resync-seconds", "3",
-                "--liveness", f"http://127.0.0.1:{port}/healthz",
-                "--allow-insecure-storage", "--storage-endpoint", s3.config.endpoint]  # fmt: skip
-        operator = Operator(argv=argv, env=env, log_path=directory / "operator.log", port=port)
-        operator.start()
-        yield Traffic(kube=kube, s3=s3, operator=operator, server_image=server_image)
+        yield Traffic(kube=kube, s3=s3, operator=operator, server_image=server_image, operator_image=operator_image)
     finally:
         if request.session.testsfailed > failed_before:
             _diagnose(kube, operator)
-        if operator is not None:
-            operator.stop()
-        # Deployments would recreate the Pods that `down` drains.
+        # Deployments would recreate the Pods that `down` drains; the operator's first.
+        kube.run("delete", "deployments", "--all", "-n", OPERATOR_NAMESPACE, "--wait=false")
         kube.run("delete", "deployments", "--all", "-n", NAMESPACE, "--wait=false")
         if s3 is not None:
             s3.stop()
         cluster.down(directory / "cluster")
 
 
-def _diagnose(kube: Cluster, operator: Operator | None) -> None:
-    print(f"\n--- pods ---\n{kube.run('get', 'pods', '-n', NAMESPACE, '-o', 'wide').stdout}")
+def _diagnose(kube: Cluster, operator: InClusterOperator | None) -> None:
+    print(f"\n--- pods ---\n{kube.run('get', 'pods', '-A', '-o', 'wide').stdout}")
     print(kube.run("get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp").stdout[-6000:])
+    print(kube.run("get", "events", "-n", OPERATOR_NAMESPACE, "--sort-by=.lastTimestamp").stdout[-3000:])
     if operator is not None:
-        print(f"--- operator log ---\n{processes.tail(operator.log_path, 80)}")
+        print(f"--- operator log ---\n{operator.log()}")
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -279,10 +335,37 @@ def _assert_clean_switch(result: Figures, *, old: Version, new: Version) -> None
 # --- the tests -----------------------------------------------------------------------------
 
 
-def test_v1_answers_through_the_cluster_ip_from_pods_on_the_real_node(traffic: Traffic) -> None:
+def test_the_operator_runs_in_cluster_under_its_service_account(traffic: Traffic) -> None:
+    """Installed with `kubectl apply -k`: its Pod runs the image from the registry on
+    the real node, Ready (its readiness probe passes) and never restarted (nor does its
+    liveness probe fail), and what it writes reaches the API server as its ServiceAccount."""
+    pod = traffic.operator.wait_ready()
+    assert pod["spec"]["nodeName"] == node.NODE_NAME
+    assert pod["spec"]["serviceAccountName"] == "modelreg-operator"
+    (container,) = pod["status"]["containerStatuses"]
+    assert container["image"].endswith(traffic.operator_image.rsplit("/", 1)[1])
+    assert container["restartCount"] == 0, traffic.operator.log()
+    probes = pod["spec"]["containers"][0]
+    assert probes["livenessProbe"]["httpGet"]["path"] == probes["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # A model it can only reconcile by reading the API and S3 (its verification HEADs the artifact).
     kube, s3 = traffic.kube, traffic.s3
     creds = {"AWS_ACCESS_KEY_ID": s3.config.access_key.encode(), "AWS_SECRET_ACCESS_KEY": s3.config.secret_key.encode()}
     apply(kube, NAMESPACE, secret_manifest("s3-creds", creds))
+    storage = {"endpoint": s3.config.endpoint, "region": s3.config.region, "credentialsSecret": {"name": "s3-creds"}}
+    apply(kube, NAMESPACE, model_manifest("probe", storage=storage))
+    apply(kube, NAMESPACE, version_manifest("probe-1", model="probe", version="1", uri=V1.uri, sha256=V1.sha256))
+    st = wait_condition(kube, NAMESPACE, "probe-1", "ArtifactVerified", status_="True", timeout=90)
+    assert st["artifact"]["digest"] == f"sha256:{V1.sha256}"
+    assert kube.audit_log is not None
+    ours = [w for w in operator_writes(kube.audit_log, NAMESPACE) if w["objectRef"].get("apiGroup") == "modelreg.dev"]
+    assert ours, "the operator wrote no status"
+    assert {w["user"]["username"] for w in ours} == {"system:serviceaccount:modelreg-system:modelreg-operator"}
+    kube.kubectl("delete", "registeredmodel", "probe", "-n", NAMESPACE)
+    kube.kubectl("delete", "modelversion", "probe-1", "-n", NAMESPACE)
+
+
+def test_v1_answers_through_the_cluster_ip_from_pods_on_the_real_node(traffic: Traffic) -> None:
+    kube, s3 = traffic.kube, traffic.s3
     placement = {
         "nodeSelector": {node.LABEL[0]: node.LABEL[1]},
         "tolerations": [{"key": node.LABEL[0], "operator": "Equal", "value": node.LABEL[1], "effect": "NoSchedule"}],
