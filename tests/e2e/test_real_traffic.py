@@ -18,6 +18,7 @@ docker-registry; with CI=true a missing one fails, it never skips.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -31,18 +32,22 @@ from typing import Any
 import pytest
 import yaml
 
+from modelreg import fetching
 from modelreg.devcluster import building, cluster, images, node, registry, s3server
 from modelreg.devcluster.demo import EXAMPLE_BUCKET, seed_examples
 from tests.conftest import unavailable, wait_for
 from tests.e2e.conftest import REPO, S3, Cluster
+from tests.e2e.invariants import Invariants
 from tests.e2e.registry import (
     apply,
     deployment,
+    events,
     model_manifest,
     operator_writes,
     secret_manifest,
     serving_version,
     set_stage,
+    status,
     version_manifest,
     wait_condition,
     wait_replicas,
@@ -54,7 +59,7 @@ NAMESPACE = "traffic"
 MODEL = "iris"
 # A versicolor that version 1 takes for a virginica (examples/model-server/README.md).
 BORDERLINE = [6.7, 3.0, 5.0, 1.7]
-LABELS = {"1": "virginica", "2": "versicolor"}
+LABELS = {"1": "virginica", "2": "versicolor", "3": "versicolor"}
 # Straight to the ClusterIP: a proxy from the environment would answer for an address that does not route.
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 REPLICAS = 2
@@ -76,7 +81,12 @@ def _example(number: str) -> Version:
 
 
 V1, V2 = _example("1"), _example("2")
-BY_SHA = {V1.sha256: V1, V2.sha256: V2}
+# Version 3: version 2's model written out again, so it answers like version 2 from
+# other bytes (another digest); uploaded by the test that registers it.
+V3_BYTES = json.dumps(json.loads((REPO / "examples" / "artifacts" / "iris" / "2" / "model.json").read_bytes())).encode()
+V3 = Version(name=f"{MODEL}-3", number="3", uri=f"s3://{EXAMPLE_BUCKET}/iris/3/model.json",
+             sha256=hashlib.sha256(V3_BYTES).hexdigest())  # fmt: skip
+BY_SHA = {V1.sha256: V1, V2.sha256: V2, V3.sha256: V3}
 
 
 OVERLAY = REPO / "tests" / "e2e" / "overlays" / "real-node"
@@ -307,14 +317,19 @@ def _pods(kube: Cluster, version: str) -> list[dict[str, Any]]:
     return list(kube.get_json("pods", "-n", NAMESPACE, "-l", selector)["items"])
 
 
-def _switch_under_traffic(t: Traffic, *, old: Version, new: Version, change: Callable[[], None], what: str) -> Figures:
-    """Send traffic, make the stage change, and keep sending until the old version's
-    Pods are gone (and a little longer); return the figures."""
+def _switch_under_traffic(
+    t: Traffic, *, old: Version, new: Version, change: Callable[[], None], what: str,
+    during: Callable[[], None] | None = None,
+) -> Figures:  # fmt: skip
+    """Send traffic, make the stage change (then `during`, if given), and keep sending
+    until the old version's Pods are gone (and a little longer); return the figures."""
     url = f"http://{_cluster_ip(t.kube)}/predict"
-    with Client(url) as client:
+    with _invariants(t), Client(url) as client:
         wait_for(lambda: client.count(old.number) >= 20, timeout=30, what=f"20 answers of version {old.number}")
         changed = time.monotonic()
         change()
+        if during is not None:
+            during()
         wait_serving(t.kube, NAMESPACE, MODEL, new.number, timeout=150)
         wait_stage(t.kube, NAMESPACE, old.name, "Archived", timeout=30)
         wait_for(lambda: not _pods(t.kube, old.number), timeout=60, what=f"version {old.number}'s Pods to be gone")
@@ -324,6 +339,12 @@ def _switch_under_traffic(t: Traffic, *, old: Version, new: Version, change: Cal
     result = figures(client.answers, changed=changed, old=old.number, new=new.number)
     print(result.line(what))
     return result
+
+
+def _invariants(t: Traffic) -> Invariants:
+    """The serving invariants of the model, checked all along (a context manager:
+    a violation fails the test when it ends)."""
+    return Invariants(kubeconfig=t.kube.kubeconfig, namespace=NAMESPACE, model=MODEL, require_endpoint=True)
 
 
 def _assert_clean_switch(result: Figures, *, old: Version, new: Version) -> None:
@@ -435,3 +456,122 @@ def test_rolling_back_to_v1_under_traffic_fails_no_request(traffic: Traffic) -> 
     _assert_clean_switch(result, old=V2, new=V1)
     st = wait_stage(traffic.kube, NAMESPACE, V1.name, "Production")
     assert st["history"][-1]["reason"] == "RolledBack"
+
+
+def test_deleting_the_operator_pod_mid_switch_fails_no_request(traffic: Traffic) -> None:
+    """The Pod is deleted once the new version's Pods are being started and before
+    the Service has switched; the Pod its ReplicaSet starts next finishes the switch."""
+    t = traffic
+    assert serving_version(t.kube, NAMESPACE, MODEL) == V1.number, "the rollback test serves v1 first"
+    set_stage(t.kube, NAMESPACE, V2.name, "Archived")  # acknowledge the supersession
+    deleted: list[str] = []
+
+    def delete_operator_mid_switch() -> None:
+        def scaling_up() -> bool:
+            d = deployment(t.kube, NAMESPACE, V2.name)
+            return d is not None and d["spec"]["replicas"] > 0
+
+        wait_for(scaling_up, timeout=30, what="version 2's Deployment to scale up")
+        assert serving_version(t.kube, NAMESPACE, MODEL) == V1.number, "switched before the operator was deleted"
+        deleted.append(t.operator.delete_pod())
+
+    result = _switch_under_traffic(
+        t, old=V1, new=V2, what="promotion of v2 with the operator Pod deleted mid-switch",
+        change=lambda: set_stage(t.kube, NAMESPACE, V2.name, "Production"), during=delete_operator_mid_switch,
+    )  # fmt: skip
+    _assert_clean_switch(result, old=V1, new=V2)
+    pod = t.operator.wait_ready()
+    assert pod["metadata"]["name"] not in deleted, "the switch finished without a new operator Pod"
+    st = wait_stage(t.kube, NAMESPACE, V2.name, "Production")
+    assert st["history"][-1]["reason"] == "RolledBack"
+
+
+def _tamper(s3: S3, uri: str, data: bytes) -> None:
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    s3.client().put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def test_a_tampered_artifact_is_refused_by_the_init_container_and_v2_keeps_answering(traffic: Traffic) -> None:
+    """Version 3 is verified and runs its Staging Pod, and is promoted; its extra
+    Production Pod waits for room (the node is cordoned), and meanwhile its object is
+    changed in S3. The operator verified the artifact at the promotion and re-checks it
+    only periodically, so it is the Pod's init container that meets the changed object:
+    it refuses it with the digest-mismatch exit code, the switch never happens,
+    version 2 answers every request, and v3's status says why. (Changed before the
+    promotion, the operator's own check refuses it first, and its periodic re-checks
+    catch it later: test_verification.py.)"""
+    t = traffic
+    assert serving_version(t.kube, NAMESPACE, MODEL) == V2.number, "the previous test serves v2"
+    _tamper(t.s3, V3.uri, V3_BYTES)
+    apply(t.kube, NAMESPACE, version_manifest(V3.name, model=MODEL, version=V3.number, uri=V3.uri, sha256=V3.sha256,
+                                              stage="Staging"))  # fmt: skip
+    wait_stage(t.kube, NAMESPACE, V3.name, "Staging", timeout=150)
+    wait_replicas(t.kube, NAMESPACE, V3.name, 1, timeout=150)
+
+    url = f"http://{_cluster_ip(t.kube)}/predict"
+    with _invariants(t), Client(url) as client:
+        wait_for(lambda: client.count(V2.number) >= 20, timeout=30, what="20 answers of version 2")
+        t.kube.kubectl("cordon", node.NODE_NAME)
+        try:
+            set_stage(t.kube, NAMESPACE, V3.name, "Production")
+
+            def pending() -> bool:
+                return any(p["status"].get("phase") == "Pending" for p in _pods(t.kube, V3.number))
+
+            wait_for(pending, timeout=60, what="version 3's Production Pod to wait for room")
+            _tamper(t.s3, V3.uri, V3_BYTES.replace(b"versicolor", b"virginica"))
+        finally:
+            t.kube.kubectl("uncordon", node.NODE_NAME)
+
+        def refused() -> dict[str, Any] | None:
+            for pod in _pods(t.kube, V3.number):
+                for init in pod["status"].get("initContainerStatuses", []):
+                    state = init.get("lastState", {}).get("terminated") or init["state"].get("terminated")
+                    if state and state["exitCode"] != 0:
+                        return dict(state)
+            return None
+
+        refusal = wait_for(refused, timeout=90, what="version 3's init container to refuse the artifact")
+        assert refusal["exitCode"] == fetching.EXIT_CHECKSUM_MISMATCH, refusal
+
+        def explained() -> dict[str, Any] | None:
+            st = status(t.kube, NAMESPACE, V3.name)
+            said = [c for c in st.get("conditions", []) if "fetch-artifact" in c.get("message", "")]
+            return st if said else None
+
+        st = wait_for(explained, timeout=60, what="version 3's status to say why its rollout is stuck")
+        assert st["stage"] == "Staging"
+        assert serving_version(t.kube, NAMESPACE, MODEL) == V2.number
+        count = len(client.answers)
+        wait_for(lambda: len(client.answers) >= count + 100, timeout=30, what="100 more answers")
+    said = next(c for c in st["conditions"] if "fetch-artifact" in c.get("message", ""))
+    print(f"tampered v3: {len(client.answers)} requests, {sum(1 for a in client.answers if a.error)} failed; "
+          f"status {said['type']}={said['status']} {said['reason']}: {said['message']}")  # fmt: skip
+    assert {a.version for a in client.answers} == {V2.number}, [a.error for a in client.answers if a.error][:10]
+    warnings = [e for e in events(t.kube, NAMESPACE, V3.name) if e["type"] == "Warning"]
+    assert warnings, "a stuck rollout is announced by a Warning Event"
+
+
+def test_the_switch_waits_for_the_production_replica_count(traffic: Traffic) -> None:
+    """Version 3 has its Staging count ready (one Pod) but not its Production count
+    (two): the Service stays on version 2. Once the artifact is restored in S3 and the
+    refusing Pod replaced, both Pods are ready and the switch happens, with no failed request."""
+    t = traffic
+    ready = deployment(t.kube, NAMESPACE, V3.name)
+    assert ready is not None, "the tampered-artifact test registers v3"
+    assert ready["spec"]["replicas"] == REPLICAS, "the tampered-artifact test promotes v3"
+    assert ready["status"].get("readyReplicas", 0) == 1
+    assert serving_version(t.kube, NAMESPACE, MODEL) == V2.number
+    assert status(t.kube, NAMESPACE, V3.name)["stage"] == "Staging"
+
+    def restore() -> None:
+        _tamper(t.s3, V3.uri, V3_BYTES)
+        # The kubelet would retry the init container after its crash back-off (up to
+        # minutes); a fresh Pod fetches at once.
+        for pod in _pods(t.kube, V3.number):
+            if not all(c.get("ready") for c in pod["status"].get("containerStatuses", [])):
+                t.kube.kubectl("delete", "pod", pod["metadata"]["name"], "-n", NAMESPACE, "--wait=false")
+
+    result = _switch_under_traffic(t, old=V2, new=V3, change=restore, what="promotion of v3 once it has 2 Pods")
+    _assert_clean_switch(result, old=V2, new=V3)
+    wait_stage(t.kube, NAMESPACE, V3.name, "Production")
