@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelreg.devcluster import building
+from modelreg.devcluster import building, packages
 
 SUITE = "bookworm"
 VARIANT = "minbase"
@@ -122,7 +122,7 @@ def base_reference() -> str:
 
 def ensure_base_image(*, store: Store | None = None, log: Log = building.say) -> str:
     """The Debian base image in `store`, made with debootstrap if it is not there."""
-    _require_tools()
+    _require_tools(log)
     store = store or default_store()
     reference = base_reference()
     if exists(store, reference):
@@ -200,7 +200,7 @@ def _ensure_image(
     """Build `localhost/modelreg/<name>` on the local base from the context `stage`
     copies (cached by the base and the context's digest), and push it (with its
     base) to `registry` when given."""
-    _require_tools()
+    _require_tools(log)
     store = store or default_store()
     with _locked():
         base = ensure_base_image(store=store, log=log)
@@ -436,9 +436,16 @@ def _locked() -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _require_tools() -> None:
+def _require_tools(log: Log) -> None:
+    """Install the images' Debian packages when a tool is missing (root with apt-get), else say how."""
+    if not missing_tools():
+        return
+    try:
+        packages.ensure_packages([packages.IMAGES], log=log)
+    except packages.PackagesUnavailable as exc:
+        raise ImageError(str(exc)) from exc
     if gone := missing_tools():
-        raise ImageError(f"not installed: {', '.join(gone)} (Debian: apt-get install {' '.join(gone)}; `make setup`)")
+        raise ImageError(f"not on PATH although their packages are installed: {', '.join(gone)}")
 
 
 def _run(cmd: Sequence[str], *, timeout: float = 900) -> str:
