@@ -142,7 +142,10 @@ def _generate_crds(args: argparse.Namespace) -> int:
 
 
 def _devcluster(args: argparse.Namespace) -> int:
-    from modelreg.devcluster import commands
+    try:
+        from modelreg.devcluster import commands
+    except ModuleNotFoundError as exc:
+        return _no_devcluster(exc)
 
     return commands.dispatch(
         args.action, directory=args.dir, real_node=getattr(args, "real_node", False), groups=getattr(args, "groups", ())
@@ -150,9 +153,24 @@ def _devcluster(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from modelreg.devcluster import demo
+    try:
+        from modelreg.devcluster import demo
+    except ModuleNotFoundError as exc:
+        return _no_devcluster(exc)
 
     return demo.run_demo(examples=args.examples, namespace=args.namespace)
+
+
+def _no_devcluster(exc: ModuleNotFoundError) -> int:
+    """One line instead of a traceback where the dev cluster is not installed:
+    the operator image leaves it out (see the Dockerfile), and a plain
+    `pip install .` lacks its extra."""
+    if (exc.name or "").startswith("modelreg.devcluster"):
+        print("modelreg: the dev cluster is not part of this installation (the operator image leaves it out); "
+              "use a source checkout: make setup", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"modelreg: the dev cluster needs {exc.name}: pip install -e '.[devcluster]'", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
