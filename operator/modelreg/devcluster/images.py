@@ -15,9 +15,10 @@ seconds; a cold one runs debootstrap (about a minute) and pip (about forty
 seconds). A lock file serializes builds, so two test sessions never build the
 same image twice at once.
 
-The dev cluster's own code is not imported by the operator, and the image is
-built from the package without extras, so its dependencies (cryptography for
-the cluster's PKI) stay out of the image.
+The dev cluster's own code is not imported by the operator and is left out of
+the image (the Dockerfile removes it before installing, and it is not part of
+the staged context), and the image is built from the package without extras, so
+its dependencies (cryptography for the cluster's PKI) stay out of the image.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ REPO = Path(__file__).resolve().parents[3]
 # The build context: the Dockerfile's COPY sources and nothing else.
 CONTEXT_FILES = ("Dockerfile", "pyproject.toml", "README.md")
 CONTEXT_DIRS = ("operator",)
+# Removed by the Dockerfile before it installs the package (the image leaves the
+# dev cluster out); left out of the context too, so editing it does not rebuild the image.
+CONTEXT_EXCLUDED = (Path("operator/modelreg/devcluster"),)
 # The example model server: its Containerfile copies server.py and nothing else.
 MODEL_SERVER_DIR = Path("examples") / "model-server"
 MODEL_SERVER_FILES = ("Containerfile", "server.py")
@@ -261,6 +265,8 @@ def stage_context(repo: Path, dest: Path) -> str:
 
 
 def _ignored(rel: Path) -> bool:
+    if any(rel.is_relative_to(excluded) for excluded in CONTEXT_EXCLUDED):
+        return True
     return any(part == "__pycache__" or part.endswith(".egg-info") or part.startswith(".") for part in rel.parts)
 
 
