@@ -15,8 +15,15 @@ RUN python3 -m venv /opt/modelreg
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-# No extras: the dev cluster's dependencies stay out of the image.
-RUN /opt/modelreg/bin/pip install --no-cache-dir . \
+# The dev cluster (modelreg.devcluster: Go builds, PKI, process supervision)
+# is a developer tool the operator never imports (tests/unit/test_import_boundaries.py),
+# so it is removed from the source before the wheel is built: the installed
+# package simply lacks it (pip's record stays consistent), and `modelreg
+# devcluster ...` here says so in one line. Done here rather than in
+# pyproject.toml because `pip install -e .` (make setup) must keep it; no
+# extras, so its dependencies (cryptography) stay out too.
+RUN rm -rf operator/modelreg/devcluster \
+    && /opt/modelreg/bin/pip install --no-cache-dir . \
     && /opt/modelreg/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE}

@@ -7,27 +7,24 @@ BIN := $(VENV)/bin
 
 .PHONY: setup system-packages demo test unit e2e lint crds down clean bench
 
-# Debian packages for the image registry, building the operator image here and
-# running it (buildah, podman with runc, skopeo, debootstrap). Installed only
-# where apt-get runs as root and one of them is missing.
-APT_PACKAGES := docker-registry buildah podman runc skopeo debootstrap
-
 $(BIN)/modelreg: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# Python deps, then the control-plane binaries (built once, cached in ~/.cache/modelreg).
+# Python deps, the Debian packages, then the control-plane binaries (built once, cached in ~/.cache/modelreg).
 setup: $(BIN)/modelreg system-packages
 	$(BIN)/modelreg devcluster build
 
-system-packages:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing: $$missing"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	elif [ -n "$$missing" ]; then echo "not installed (the image tests need them): $$missing"; fi
+# The Debian packages of the real node (containerd, runc, CNI plugins, ...) and of
+# the images (docker-registry, buildah, podman, skopeo, debootstrap): the lists
+# and the apt-get logic live in operator/modelreg/devcluster/packages.py.
+# Installs what is missing where it runs as root; exit status 3 means "missing,
+# but not installable here" (not root, or no apt-get): setup goes on, since only
+# the image and real-node tests need them.
+system-packages: $(BIN)/modelreg
+	$(BIN)/modelreg devcluster packages || [ $$? = 3 ]
 
 demo: setup
 	$(BIN)/modelreg demo

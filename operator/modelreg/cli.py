@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         ("status", "show what runs"),
         ("env", 'print shell exports: eval "$(modelreg devcluster env)"'),
         ("image", "build (or reuse) the operator image, push it to the cluster's registry, print its name"),
+        ("packages", "install the missing Debian packages of GROUP (default: all) with apt-get, as root"),
     ]:
         action = dev_sub.add_parser(name, help=help_)
         action.set_defaults(func=_devcluster, action=name)
@@ -84,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="also run a real node (kubelet, containerd, CNI bridge) next to kwok's; needs root on Debian",
             )
+        if name == "packages":
+            # Checked by the command: the groups live in devcluster.packages, which
+            # loads only when a devcluster command runs.
+            action.add_argument("groups", nargs="*", metavar="GROUP", help="real-node, images")
 
     demo = sub.add_parser("demo", help="cluster + S3 + CRDs + operator + examples, then show them")
     demo.add_argument("--examples", type=Path, default=Path("examples"))
@@ -137,15 +142,35 @@ def _generate_crds(args: argparse.Namespace) -> int:
 
 
 def _devcluster(args: argparse.Namespace) -> int:
-    from modelreg.devcluster import commands
+    try:
+        from modelreg.devcluster import commands
+    except ModuleNotFoundError as exc:
+        return _no_devcluster(exc)
 
-    return commands.dispatch(args.action, directory=args.dir, real_node=getattr(args, "real_node", False))
+    return commands.dispatch(
+        args.action, directory=args.dir, real_node=getattr(args, "real_node", False), groups=getattr(args, "groups", ())
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from modelreg.devcluster import demo
+    try:
+        from modelreg.devcluster import demo
+    except ModuleNotFoundError as exc:
+        return _no_devcluster(exc)
 
     return demo.run_demo(examples=args.examples, namespace=args.namespace)
+
+
+def _no_devcluster(exc: ModuleNotFoundError) -> int:
+    """One line instead of a traceback where the dev cluster is not installed:
+    the operator image leaves it out (see the Dockerfile), and a plain
+    `pip install .` lacks its extra."""
+    if (exc.name or "").startswith("modelreg.devcluster"):
+        print("modelreg: the dev cluster is not part of this installation (the operator image leaves it out); "
+              "use a source checkout: make setup", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"modelreg: the dev cluster needs {exc.name}: pip install -e '.[devcluster]'", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

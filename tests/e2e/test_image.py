@@ -166,12 +166,33 @@ def test_fetch_artifact_exit_codes_survive_the_container(pulled: Pulled, s3: S3,
 def test_the_image_holds_the_operator_and_not_the_dev_cluster_dependencies(pulled: Pulled) -> None:
     probe = (
         "import importlib.util as u, sys; import modelreg.cli, modelreg.running, modelreg.fetching; "
-        "print(sorted(m for m in ('cryptography', 'pytest', 'pip') if u.find_spec(m))); "
+        "print(sorted(m for m in ('cryptography', 'pytest', 'pip', 'modelreg.devcluster') if u.find_spec(m))); "
         "print(sorted(m for m in sys.modules if m.startswith('modelreg.devcluster')))"
     )
     out = pulled.run("-c", probe, entrypoint="python3")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[]", "[]"]
+
+
+def test_the_dev_cluster_is_not_in_the_image(pulled: Pulled) -> None:
+    out = pulled.run("-c", "import modelreg.devcluster", entrypoint="python3")
+    assert out.returncode != 0
+    assert "No module named 'modelreg.devcluster'" in out.stderr
+    out = pulled.run(
+        "-c", "import modelreg, pathlib; print(pathlib.Path(modelreg.__file__).parent)", entrypoint="python3"
+    )
+    assert out.returncode == 0, out.stderr
+    found = pulled.run("-c", f"ls {out.stdout.strip()}", entrypoint="/bin/sh")
+    assert "cli.py" in found.stdout.split()
+    assert "devcluster" not in found.stdout.split()
+    # Its commands say so in one line instead of a traceback.
+    for argv in (["devcluster", "status"], ["demo"]):
+        out = pulled.run(*argv)
+        assert out.returncode == 2, out.stderr
+        assert "Traceback" not in out.stderr
+        said = [line for line in out.stderr.splitlines() if line.startswith("modelreg:")]
+        assert len(said) == 1, out.stderr
+        assert "the dev cluster is not part of this installation" in said[0]
 
 
 def test_the_operator_in_the_image_makes_the_examples_ready(

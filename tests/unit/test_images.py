@@ -18,6 +18,7 @@ def _repo(root: Path) -> Path:
         "README.md": "# r\n",
         "operator/modelreg/__init__.py": "",
         "operator/modelreg/cli.py": "print(1)\n",
+        "operator/modelreg/devcluster/cluster.py": "print(3)\n",
     }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -40,6 +41,16 @@ def test_the_context_key_follows_the_sources_and_ignores_caches(tmp_path: Path) 
     (repo / "operator/modelreg/cli.py").write_text("print(1)\n")
     (repo / "Dockerfile").write_text("FROM y\n")
     assert images.stage_context(repo, tmp_path / "c4") != first
+
+
+def test_the_dev_cluster_is_not_in_the_context(tmp_path: Path) -> None:
+    """The Dockerfile removes it anyway; out of the context, an edit to it does not rebuild the image."""
+    repo = _repo(tmp_path / "repo")
+    first = images.stage_context(repo, tmp_path / "c1")
+    assert not (tmp_path / "c1/operator/modelreg/devcluster").exists()
+    assert (tmp_path / "c1/operator/modelreg/cli.py").exists()
+    (repo / "operator/modelreg/devcluster/cluster.py").write_text("print(4)\n")
+    assert images.stage_context(repo, tmp_path / "c2") == first
 
 
 def test_a_moved_file_changes_the_key(tmp_path: Path) -> None:

@@ -224,7 +224,7 @@ def _admin_kubectl(bins: building.Binaries, state: ClusterState) -> Callable[...
 
 def _start_registry(state: ClusterState, *, tie_to_parent: bool, log: Log) -> None:
     if registry.find_binary() is None:
-        log(f"[devcluster] no image registry: `{registry.BINARY}` is not installed (apt-get install docker-registry)")
+        log(f"[devcluster] no image registry: `{registry.BINARY}` is not installed (modelreg devcluster packages)")
         return
     state.registry = registry.new_config(Path(state.directory) / "registry")
     state.processes["registry"] = registry.start(state.registry, tie_to_parent=tie_to_parent)

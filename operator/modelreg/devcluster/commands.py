@@ -1,19 +1,26 @@
-"""`modelreg devcluster build|up|down|status|env|image`: what each prints and returns."""
+"""`modelreg devcluster build|up|down|status|env|image|packages`: what each prints and returns."""
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from modelreg.devcluster import building, cluster, images, node, packages, registry
 
+# `packages` exits with this when packages are missing and this machine cannot
+# install them (not root, or no apt-get): `make setup` goes on, since only the
+# image and real-node tests need them.
+CANNOT_INSTALL = 3
 
-def dispatch(action: str, *, directory: Path | None, real_node: bool = False) -> int:
+
+def dispatch(action: str, *, directory: Path | None, real_node: bool = False, groups: Sequence[str] = ()) -> int:
     directory = directory or cluster.default_directory()
     try:
         if action == "up":
             return up(directory, real_node=real_node)
+        if action == "packages":
+            return install_packages(groups or list(packages.GROUPS))
         return _ACTIONS[action](directory)
     except (
         cluster.ClusterError,
@@ -31,11 +38,21 @@ def build(_: Path) -> int:
     building.ensure_kubelet()
     building.ensure_kube_proxy()
     print(f"binaries ready in {bins.kubectl.parent.parent}")
+    return 0
+
+
+def install_packages(groups: Sequence[str]) -> int:
+    """Install the Debian packages of `groups` that are missing (as root with apt-get)."""
+    if unknown := [g for g in groups if g not in packages.GROUPS]:
+        print(f"error: unknown package group {', '.join(unknown)} (groups: {', '.join(packages.GROUPS)})")
+        return 2
     try:
-        packages.ensure_packages(log=building.say)
+        packages.ensure_packages(groups, log=building.say)
+    except packages.InstallFailed:
+        raise  # dispatch prints it: a failed apt-get is an error
     except packages.PackagesUnavailable as exc:
-        # Only `up --real-node` needs them; the control plane and kwok run without.
         print(f"note: {exc}")
+        return CANNOT_INSTALL
     return 0
 
 

@@ -15,9 +15,10 @@ seconds; a cold one runs debootstrap (about a minute) and pip (about forty
 seconds). A lock file serializes builds, so two test sessions never build the
 same image twice at once.
 
-The dev cluster's own code is not imported by the operator, and the image is
-built from the package without extras, so its dependencies (cryptography for
-the cluster's PKI) stay out of the image.
+The dev cluster's own code is not imported by the operator and is left out of
+the image (the Dockerfile removes it before installing, and it is not part of
+the staged context), and the image is built from the package without extras, so
+its dependencies (cryptography for the cluster's PKI) stay out of the image.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelreg.devcluster import building
+from modelreg.devcluster import building, packages
 
 SUITE = "bookworm"
 VARIANT = "minbase"
@@ -69,6 +70,9 @@ REPO = Path(__file__).resolve().parents[3]
 # The build context: the Dockerfile's COPY sources and nothing else.
 CONTEXT_FILES = ("Dockerfile", "pyproject.toml", "README.md")
 CONTEXT_DIRS = ("operator",)
+# Removed by the Dockerfile before it installs the package (the image leaves the
+# dev cluster out); left out of the context too, so editing it does not rebuild the image.
+CONTEXT_EXCLUDED = (Path("operator/modelreg/devcluster"),)
 # The example model server: its Containerfile copies server.py and nothing else.
 MODEL_SERVER_DIR = Path("examples") / "model-server"
 MODEL_SERVER_FILES = ("Containerfile", "server.py")
@@ -122,7 +126,7 @@ def base_reference() -> str:
 
 def ensure_base_image(*, store: Store | None = None, log: Log = building.say) -> str:
     """The Debian base image in `store`, made with debootstrap if it is not there."""
-    _require_tools()
+    _require_tools(log)
     store = store or default_store()
     reference = base_reference()
     if exists(store, reference):
@@ -200,7 +204,7 @@ def _ensure_image(
     """Build `localhost/modelreg/<name>` on the local base from the context `stage`
     copies (cached by the base and the context's digest), and push it (with its
     base) to `registry` when given."""
-    _require_tools()
+    _require_tools(log)
     store = store or default_store()
     with _locked():
         base = ensure_base_image(store=store, log=log)
@@ -261,6 +265,8 @@ def stage_context(repo: Path, dest: Path) -> str:
 
 
 def _ignored(rel: Path) -> bool:
+    if any(rel.is_relative_to(excluded) for excluded in CONTEXT_EXCLUDED):
+        return True
     return any(part == "__pycache__" or part.endswith(".egg-info") or part.startswith(".") for part in rel.parts)
 
 
@@ -436,9 +442,16 @@ def _locked() -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _require_tools() -> None:
+def _require_tools(log: Log) -> None:
+    """Install the images' Debian packages when a tool is missing (root with apt-get), else say how."""
+    if not missing_tools():
+        return
+    try:
+        packages.ensure_packages([packages.IMAGES], log=log)
+    except packages.PackagesUnavailable as exc:
+        raise ImageError(str(exc)) from exc
     if gone := missing_tools():
-        raise ImageError(f"not installed: {', '.join(gone)} (Debian: apt-get install {' '.join(gone)}; `make setup`)")
+        raise ImageError(f"not on PATH although their packages are installed: {', '.join(gone)}")
 
 
 def _run(cmd: Sequence[str], *, timeout: float = 900) -> str:

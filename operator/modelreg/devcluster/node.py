@@ -109,7 +109,7 @@ def up(
     `kubectl(*args)` runs kubectl as the cluster admin; `launch(name, argv)`
     starts a background process the cluster remembers (and `down` stops).
     """
-    packages.ensure_packages(log=log)
+    packages.ensure_packages([packages.REAL_NODE], log=log)
     kubelet = building.ensure_kubelet(log=log)
     kube_proxy = building.ensure_kube_proxy(log=log)
     pause = ociarchive.pause_archive(log=log)

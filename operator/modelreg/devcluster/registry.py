@@ -91,7 +91,7 @@ def start(
 ) -> processes.Process:
     binary = binary or find_binary()
     if binary is None:
-        raise RegistryError(f"`{BINARY}` is not installed (Debian: apt-get install docker-registry)")
+        raise RegistryError(f"`{BINARY}` is not installed (as root on Debian: modelreg devcluster packages)")
     Path(config.storage_dir).mkdir(parents=True, exist_ok=True)
     Path(config.config_file).write_text(render_config(config))
     # The registry reads REGISTRY_* variables over its config file: drop any
