@@ -339,6 +339,53 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service(real: RealC
     assert api["versions"] == ["v1"]
 
 
+def _push_build(real: RealCluster, reference: str, build: str) -> None:
+    """Push a busybox image whose config says `build` (so each build has its own digest)."""
+    image = ociarchive.busybox(reference)
+    image.env = {"PATH": "/bin", "BUILD": build}
+    archive = ociarchive.write_oci_archive(image, real.directory / f"pull-{build}.tar")
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci-archive:{archive}",
+                    f"docker://{reference}"], check=True, capture_output=True, text=True)  # fmt: skip
+
+
+def _run_once(kube: Cluster, name: str, image: str, policy: str) -> str:
+    """Run a Pod that prints its image's BUILD; return what it printed."""
+    pod = json.loads(_pod(name, 'echo "build $BUILD"', placement=PLACED_ON_REAL_NODE))
+    pod["spec"]["restartPolicy"] = "Never"
+    pod["spec"]["containers"][0] |= {"image": image, "imagePullPolicy": policy}
+    kube.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    kube.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", f"pod/{name}", "--timeout=60s")
+    return kube.kubectl("logs", name).strip()
+
+
+def test_image_pull_policy_with_the_loopback_registry(real: RealCluster, kube_real: Cluster) -> None:
+    """What the README says about imagePullPolicy, on the real kubelet: IfNotPresent
+    runs what the node has under a tag even after the registry's tag moved; Always
+    asks the registry and runs the new content; Never runs only what the node has."""
+    assert real.state.registry is not None
+    reference = f"{real.state.registry.address}/e2e/pull-policy:1"
+    _push_build(real, reference, "a")
+    assert _run_once(kube_real, "pull-first", reference, "IfNotPresent") == "build a"
+    _push_build(real, reference, "b")  # the same tag, other content
+    assert _run_once(kube_real, "pull-if-not-present", reference, "IfNotPresent") == "build a"
+    assert _run_once(kube_real, "pull-always", reference, "Always") == "build b"
+    assert _run_once(kube_real, "pull-never", reference, "Never") == "build b"  # the node's copy now
+
+    absent = json.loads(_pod("pull-never-absent", "true", placement=PLACED_ON_REAL_NODE))
+    absent["spec"]["containers"][0] |= {"image": f"{real.state.registry.address}/e2e/absent:1",
+                                        "imagePullPolicy": "Never"}  # fmt: skip
+    kube_real.kubectl("apply", "-f", "-", input=json.dumps(absent))
+
+    def never_pulled() -> str | None:
+        statuses = kube_real.get_json("pod", "pull-never-absent")["status"].get("containerStatuses", [])
+        reason = statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
+        return reason if reason == "ErrImageNeverPull" else None
+
+    wait_for(never_pulled, timeout=60, what="ErrImageNeverPull for an image the node does not have")
+    kube_real.kubectl("delete", "pod", "pull-first", "pull-if-not-present", "pull-always", "pull-never",
+                      "pull-never-absent", "--wait=false")  # fmt: skip
+
+
 def _netns_addresses(netns: str) -> str:
     return subprocess.run(["ip", "-n", Path(netns).name, "-o", "-4", "addr"], capture_output=True, text=True).stdout
 
