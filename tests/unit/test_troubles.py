@@ -277,3 +277,14 @@ def test_a_stuck_serving_deployment_is_reported_once_and_recovers() -> None:
     healed = replan(again, served, [v1], rollouts=recovered)
     assert condition(healed, "iris-1", "RolledOut") == ("True", "Available")
     assert condition(healed, "iris-1", "Ready") == ("True", "Ready")
+
+
+def test_a_stuck_serving_deployment_with_nothing_ready_does_not_claim_to_serve() -> None:
+    served = model(serving={"image": "server:1", "replicas": 1})
+    v1 = version("1", Stage.PRODUCTION, effective=Stage.PRODUCTION, requested_at=EARLIER)
+    for available, says in ((0, "no Pod is ready to serve"), (1, "the Pods that were serving keep serving")):
+        rollouts = {"iris-1": serving.rollout_of(deployment(available=available), want_replicas=2, trouble=STUCK)}
+        plan = lifecycle.plan(served, [v1], now=NOW, rollouts=rollouts)
+        rolled_out = next(c for c in plan.versions["iris-1"].conditions if c.type == "RolledOut")
+        assert rolled_out.message.endswith(says)
+        assert plan.versions["iris-1"].phase == "Degraded"

@@ -113,7 +113,10 @@ def _report_serving_rollout(w: Work, rollouts: Mapping[str, Rollout] | None) -> 
     if w.stalled or w.waiting:
         return  # already held for a reason of its own (e.g. HeldServing): that one is reported
     if rollout is not None and rollout.state is RolloutState.FAILED:
-        _hold(w, "ServingRolloutFailed", f"{rollout.message}; the Pods that were serving keep serving")
+        # Stuck Pods can be all there is (a replaced Pod that cannot fetch its artifact):
+        # then nothing keeps serving, and status must not claim otherwise.
+        left = "no Pod is ready to serve" if rollout.available == 0 else "the Pods that were serving keep serving"
+        _hold(w, "ServingRolloutFailed", f"{rollout.message}; {left}")
         w.phase = Phase.DEGRADED
     elif rollout is not None and rollout.available == 0:
         # Serving, and nothing behind the endpoint: never Ready (kwok nodes hide
