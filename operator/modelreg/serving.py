@@ -370,10 +370,12 @@ def rollout_of(deployment: Obj, *, want_replicas: int, trouble: Trouble | None =
     """How a version's Deployment is doing, for the lifecycle's switch decision.
 
     `trouble` is what its Pods say (`troubles.pod_trouble`, read only while the
-    Deployment is not fully available). Pods that are stuck (crash-looping, an
-    image that cannot be pulled, a missing Secret) fail the rollout at once:
-    the progress deadline would only delay saying so. Computed afresh on every
-    reconcile, so a rollout whose Pods recover is Progressing or Available again."""
+    Deployment is not fully available); the message quotes it. Pods that are stuck
+    (crash-looping, an image that cannot be pulled, a missing Secret) mark the
+    rollout `stuck` at once, without waiting for the progress deadline: the
+    serving version is then reported failed, a promotion stuck (`lifecycle`).
+    Computed afresh on every reconcile, so Pods that recover make it Progressing
+    or Available again."""
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     meta = deployment.get("metadata") or {}
     replicas = int(spec.get("replicas", 1))
@@ -400,5 +402,4 @@ def rollout_of(deployment: Obj, *, want_replicas: int, trouble: Trouble | None =
         return Rollout(RolloutState.AVAILABLE, f"Deployment {meta.get('name')} is Available")
     available = int(status.get("availableReplicas", 0))
     message = f"Deployment {meta.get('name')}: {available}/{replicas} Pods available{why}"
-    state = RolloutState.FAILED if trouble is not None and trouble.stuck else RolloutState.PROGRESSING
-    return Rollout(state, message, available=available)
+    return Rollout(RolloutState.PROGRESSING, message, available=available, stuck=trouble is not None and trouble.stuck)

@@ -109,17 +109,18 @@ def _container_trouble(cs: Obj) -> tuple[str, bool] | None:
     state, last = cs.get("state") or {}, cs.get("lastState") or {}
     waiting = state.get("waiting") or {}
     reason = waiting.get("reason", "")
-    if reason == "CrashLoopBackOff":
-        exited = _exited(last.get("terminated") or {})
-        return f"keeps failing (CrashLoopBackOff){': ' + exited if exited else ''}", True
     if reason in _PULL:
         # The two reasons alternate while the kubelet retries; the image is what to check.
         return f"cannot pull image {cs.get('image', '')!r} (ErrImagePull, ImagePullBackOff)", True
+    last_exit = _exited(last.get("terminated") or {})
+    # A crash loop passes through CrashLoopBackOff, the next attempt running (and,
+    # for a start that fails, RunContainerError): one message for all of them.
+    if reason == "CrashLoopBackOff" or (last_exit and int(cs.get("restartCount", 0)) > 0 and not cs.get("ready")):
+        return f"keeps failing: {last_exit}" if last_exit else "keeps failing (CrashLoopBackOff)", True
     if reason in STUCK:
         return f"cannot start ({reason}): {_trim(waiting.get('message', ''))}".rstrip(": "), True
-    for terminated in (state.get("terminated") or {}, last.get("terminated") or {}):
-        if (exited := _exited(terminated)) is not None:
-            return exited, False
+    if (exited := _exited(state.get("terminated") or {}) or last_exit) is not None:
+        return exited, False
     return None
 
 

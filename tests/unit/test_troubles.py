@@ -76,8 +76,7 @@ def pull(reason: str) -> Obj:
 def test_a_crash_looping_init_container_is_stuck_and_quotes_its_termination_message() -> None:
     trouble = troubles.pod_trouble([pod("iris-3-7d9c5b6f4-x2kqp", init=crash_looping(2, "20s"), server=WAITING_POD)])
     assert trouble == troubles.Trouble(
-        f"Pod iris-3-7d9c5b6f4-x2kqp: init container fetch-artifact keeps failing (CrashLoopBackOff): exited 4: "
-        f"{MISMATCH}",
+        f"Pod iris-3-7d9c5b6f4-x2kqp: init container fetch-artifact keeps failing: exited 4: {MISMATCH}",
         stuck=True,
     )
 
@@ -94,12 +93,31 @@ def test_the_message_holds_while_the_trouble_does() -> None:
 
 
 def test_a_first_exit_is_reported_but_not_stuck() -> None:
-    for init in (FIRST_EXIT, RETRYING):
-        trouble = troubles.pod_trouble([pod("iris-3-a", init=init, server=WAITING_POD)])
-        assert trouble is not None
-        assert trouble.message == ("Pod iris-3-a: init container fetch-artifact exited 3: fetch-artifact: "
-                                   "ArtifactNotFound: s3://models/iris/3/model.onnx does not exist")  # fmt: skip
-        assert not trouble.stuck
+    trouble = troubles.pod_trouble([pod("iris-3-a", init=FIRST_EXIT, server=WAITING_POD)])
+    assert trouble == troubles.Trouble(
+        "Pod iris-3-a: init container fetch-artifact exited 3: fetch-artifact: "
+        "ArtifactNotFound: s3://models/iris/3/model.onnx does not exist",
+        stuck=False,
+    )
+
+
+def test_a_crash_loop_reads_the_same_between_its_back_offs() -> None:
+    """Between two back-offs the container runs its next attempt (for a failed start,
+    the kubelet says RunContainerError): still the same loop, the same message."""
+    looping = troubles.pod_trouble([pod("iris-3-a", init=crash_looping(3, "40s"), server=WAITING_POD)])
+    next_attempt = RETRYING | {"lastState": crash_looping(3, "40s")["lastState"]}
+    retrying = troubles.pod_trouble([pod("iris-3-a", init=next_attempt, server=WAITING_POD)])
+    assert retrying == looping
+    start_failed = {"terminated": {"exitCode": 128, "reason": "StartError", "message": 'exec: "serve": not found'}}
+    loop: Obj = {"restartCount": 2, "lastState": start_failed}
+    states: list[Obj] = [
+        {"waiting": {"reason": "RunContainerError", "message": "failed to create task for container abc123"}},
+        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
+        {"running": {}},
+    ]
+    said = {troubles.pod_trouble([pod("iris-3-b", server=loop | {"state": state})]) for state in states}
+    assert said == {troubles.Trouble('Pod iris-3-b: container server keeps failing: exited 128 (StartError): exec: '
+                                     '"serve": not found', stuck=True)}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -114,7 +132,10 @@ def test_a_first_exit_is_reported_but_not_stuck() -> None:
         ({"state": {"waiting": {"reason": "RunContainerError"}}}, "container server cannot start (RunContainerError)"),
         ({"restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
           "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}},
-         "container server keeps failing (CrashLoopBackOff): exited 137 (OOMKilled)"),
+         "container server keeps failing: exited 137 (OOMKilled)"),
+        ({"restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+          "lastState": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+         "container server keeps failing (CrashLoopBackOff)"),
     ],
 )  # fmt: skip
 def test_stuck_containers(server: Obj, message: str) -> None:
@@ -155,6 +176,11 @@ def test_the_choice_is_stable_and_prefers_what_is_stuck() -> None:
     # Within a Pod, the init container's failure comes first: it is why the server waits.
     both = pod("iris-3-d", init=crash_looping(1, "10s"), server=pull("ImagePullBackOff"))
     assert "init container fetch-artifact" in (troubles.pod_trouble([both]) or troubles.Trouble("", False)).message
+    assert troubles.pod_trouble([pod("iris-3-e", init=RETRYING, server=WAITING_POD)]) == troubles.Trouble(
+        "Pod iris-3-e: init container fetch-artifact keeps failing: exited 3: fetch-artifact: ArtifactNotFound: "
+        "s3://models/iris/3/model.onnx does not exist",
+        stuck=True,
+    )
 
 
 def test_long_messages_are_cut_to_one_line() -> None:
@@ -209,21 +235,20 @@ def test_only_the_current_replica_sets_pods_count() -> None:
 # --- what rollout_of makes of it ----------------------------------------------------------
 
 
-STUCK = troubles.Trouble("Pod iris-3-x: init container fetch-artifact keeps failing (CrashLoopBackOff): exited 4: "
-                         + MISMATCH, stuck=True)  # fmt: skip
+STUCK = troubles.Trouble(f"Pod iris-3-x: init container fetch-artifact keeps failing: exited 4: {MISMATCH}", stuck=True)
 FIRST = troubles.Trouble("Pod iris-3-x: init container fetch-artifact exited 3: not found", stuck=False)
 
 
-def test_stuck_pods_fail_the_rollout_at_once() -> None:
+def test_stuck_pods_are_said_at_once() -> None:
     rollout = serving.rollout_of(deployment(), want_replicas=2, trouble=STUCK)
-    assert rollout.state is RolloutState.FAILED
+    assert (rollout.state, rollout.stuck) == (RolloutState.PROGRESSING, True)
     assert rollout.message == f"Deployment iris-3: 1/2 Pods available; {STUCK.message}"
-    assert serving.rollout_of(deployment(), want_replicas=2).state is RolloutState.PROGRESSING  # no trouble read
+    assert not serving.rollout_of(deployment(), want_replicas=2).stuck  # no trouble read
 
 
 def test_a_first_failure_keeps_progressing_and_says_so() -> None:
     rollout = serving.rollout_of(deployment(available=0), want_replicas=2, trouble=FIRST)
-    assert rollout.state is RolloutState.PROGRESSING
+    assert (rollout.state, rollout.stuck) == (RolloutState.PROGRESSING, False)
     assert rollout.message == f"Deployment iris-3: 0/2 Pods available; {FIRST.message}"
     assert rollout.available == 0
 
@@ -236,8 +261,8 @@ def test_the_missed_deadline_says_why_too() -> None:
                                f"{FIRST.message}")  # fmt: skip
 
 
-def test_failed_is_not_sticky_pods_that_recover_make_it_available() -> None:
-    assert serving.rollout_of(deployment(), want_replicas=2, trouble=STUCK).state is RolloutState.FAILED
+def test_stuck_is_not_sticky_pods_that_recover_make_it_available() -> None:
+    assert serving.rollout_of(deployment(), want_replicas=2, trouble=STUCK).stuck
     recovered = deployment(available=2)
     assert serving.fully_available(recovered)  # so its Pods are not even read
     assert serving.rollout_of(recovered, want_replicas=2).state is RolloutState.AVAILABLE
@@ -288,3 +313,38 @@ def test_a_stuck_serving_deployment_with_nothing_ready_does_not_claim_to_serve()
         rolled_out = next(c for c in plan.versions["iris-1"].conditions if c.type == "RolledOut")
         assert rolled_out.message.endswith(says)
         assert plan.versions["iris-1"].phase == "Degraded"
+
+
+def test_a_stuck_promotion_says_so_at_once_keeps_trying_and_switches_once_fixed() -> None:
+    """A promotion whose new Pods are stuck (the tampered artifact met by the init
+    container) warns at once but is not failed: a failed promotion is final for its
+    generation. Once the cause is fixed and the Pods are Available, it switches; only
+    the progress deadline fails it."""
+    served = model(serving={"image": "server:1", "replicas": 2})
+    # As `modelreg stage` leaves them: v1 asked to step down, serving until v2 takes over.
+    v1 = version("1", Stage.ARCHIVED, effective=Stage.PRODUCTION, requested_at=EARLIER)
+    v2 = version("2", Stage.PRODUCTION, effective=Stage.STAGING)
+    stuck = {"iris-2": serving.rollout_of(deployment(), want_replicas=2, trouble=STUCK)}
+    first = lifecycle.plan(served, [v1, v2], now=NOW, rollouts=stuck)
+    assert (first.production, first.rolling_out) == ("iris-1", "iris-2")  # still scaled up, still trying
+    assert first.versions["iris-2"].phase == "Promoting"
+    assert condition(first, "iris-2", "RolledOut") == ("False", "RolloutStuck")
+    assert condition(first, "iris-2", "Stalled") == ("False", "NotStalled")
+    assert MISMATCH in next(c for c in first.versions["iris-2"].conditions if c.type == "RolledOut").message
+    assert [e.reason for e in first.events if e.warning] == ["RolloutStuck"]
+
+    again = replan(first, served, [v1, v2], rollouts=copy.deepcopy(stuck))
+    assert again.versions == first.versions
+    assert not [e for e in again.events if e.warning]
+
+    fixed = {"iris-2": serving.rollout_of(deployment(available=2), want_replicas=2)}
+    switched = replan(again, served, [v1, v2], rollouts=fixed)
+    assert switched.production == "iris-2"
+    assert condition(switched, "iris-2", "RolledOut") == ("True", "Available")
+
+    missed = deployment(available=1, progressing=("False", "ProgressDeadlineExceeded"))
+    deadline = {"iris-2": serving.rollout_of(missed, want_replicas=2, trouble=STUCK)}
+    failed = replan(again, served, [v1, v2], rollouts=deadline)
+    assert (failed.production, failed.rolling_out) == ("iris-1", None)
+    assert condition(failed, "iris-2", "RolledOut") == ("False", "RolloutFailed")
+    assert MISMATCH in next(c for c in failed.versions["iris-2"].conditions if c.type == "RolledOut").message
