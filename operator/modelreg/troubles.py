@@ -2,8 +2,8 @@
 
 Pure: Pod and ReplicaSet dicts (as the API returns them) in, a `Trouble` out.
 Called by `reconciling`, which reads the Pods only while a version's Deployment
-is not fully available; `serving.rollout_of` turns the trouble into the
-rollout's state and message.
+is not fully available; `serving.rollout_of` puts the trouble into the
+rollout's message and `stuck` flag.
 
 Messages stay the same while the trouble does (no restart counts, no back-off
 delays, no flip between ErrImagePull and ImagePullBackOff): status is rewritten
@@ -41,9 +41,9 @@ _PULL = frozenset({"ImagePullBackOff", "ErrImagePull"})
 
 @dataclass(frozen=True)
 class Trouble:
-    """What is wrong with one Pod. `stuck`: waiting longer will not help (the
-    rollout fails now); otherwise the Pod may still recover (a first failed
-    attempt, no node free yet) and the progress deadline decides."""
+    """What is wrong with one Pod. `stuck`: waiting longer will not help, fixing
+    the cause will (said at once, `Rollout.stuck`); otherwise the Pod may still
+    recover by itself (a first failed attempt, no node free yet)."""
 
     message: str
     stuck: bool
