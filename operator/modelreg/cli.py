@@ -55,10 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("--kubeconfig")
     stage.set_defaults(func=_stage)
 
-    fetch = sub.add_parser("fetch-artifact", help="download and verify an artifact (serving init container)")
+    fetch = sub.add_parser(
+        "fetch-artifact",
+        help="download and verify an artifact (serving init container)",
+        description="Download an artifact and verify its SHA-256 before it lands at --dest. On failure the "
+        "error line also goes to --termination-log, which the Pod's status then quotes.",
+        epilog="exit codes: 0 verified, 1 other failure, 3 not found, 4 checksum mismatch (nothing written), "
+        "5 storage unavailable, 6 access denied",
+    )
     fetch.add_argument("--uri", required=True, help="s3://bucket/key, or s3://bucket/prefix/")
     fetch.add_argument("--sha256", required=True, help="expected digest, 64 hex digits")
     fetch.add_argument("--dest", required=True, type=Path, help="where the file or directory lands")
+    fetch.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"),
+                       help="where a failure's one-line message goes, when that file exists (default: %(default)s, "
+                            "the Pod's terminationMessagePath)")  # fmt: skip
     fetch.set_defaults(func=_fetch_artifact)
 
     gen = sub.add_parser("generate-crds", help="write crds/*.yaml from the API types")
@@ -130,7 +140,8 @@ def _stage(args: argparse.Namespace) -> int:
 def _fetch_artifact(args: argparse.Namespace) -> int:
     from modelreg.fetching import main as fetch_main
 
-    return fetch_main(uri=args.uri, sha256=args.sha256.removeprefix("sha256:"), dest=args.dest)
+    return fetch_main(uri=args.uri, sha256=args.sha256.removeprefix("sha256:"), dest=args.dest,
+                      termination_log=args.termination_log)  # fmt: skip
 
 
 def _generate_crds(args: argparse.Namespace) -> int:

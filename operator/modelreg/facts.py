@@ -55,3 +55,7 @@ class Rollout:
     state: RolloutState
     message: str = ""
     available: int | None = None  # Pods available, when known
+    # Progressing, but its Pods are stuck (crash-looping, an image that cannot be
+    # pulled, a missing Secret): waiting will not help, though fixing the cause will.
+    # Said at once; a rollout to Production still ends only at its progress deadline.
+    stuck: bool = False

@@ -199,6 +199,37 @@ def read_owned(client: ApiClient, *, namespace: str, model: str) -> OwnedObjects
     )
 
 
+@dataclass(frozen=True)
+class PodsOf:
+    """A Deployment's ReplicaSets and Pods (all revisions), as plain dicts."""
+
+    replica_sets: list[Obj]
+    pods: list[Obj]
+
+
+def read_pods(client: ApiClient, *, namespace: str, selector: dict[str, str]) -> PodsOf:
+    """The ReplicaSets and Pods a Deployment's selector matches: why it does not
+    become available. Only diagnostics: without the rights to read them (RBAC
+    from before the operator read Pods) the reconcile goes on without them."""
+    labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    if not labels:  # would list every Pod of the namespace
+        return PodsOf(replica_sets=[], pods=[])
+    try:
+        sets = AppsV1Api(client).list_namespaced_replica_set(namespace, label_selector=labels,
+                                                            _request_timeout=_TIMEOUT)  # fmt: skip
+        pods = CoreV1Api(client).list_namespaced_pod(namespace, label_selector=labels, _request_timeout=_TIMEOUT)
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        log.warning("cannot read the Pods of %s in %s (%s): grant the operator list on pods and replicasets.apps",
+                    labels, namespace, _reason(exc))  # fmt: skip
+        return PodsOf(replica_sets=[], pods=[])
+    return PodsOf(
+        replica_sets=[client.sanitize_for_serialization(r) for r in sets.items],
+        pods=[client.sanitize_for_serialization(p) for p in pods.items],
+    )
+
+
 def apply_object(client: ApiClient, namespace: str, obj: Obj) -> None:
     """Server-side apply of an owned Deployment or Service. Forcing takes back
     the fields we render (and only those) from whoever changed them."""

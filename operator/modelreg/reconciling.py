@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
-from modelreg import kube, lifecycle, serving, tampering, verifying
+from modelreg import kube, lifecycle, serving, tampering, troubles, verifying
 from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus, Serving
@@ -72,7 +72,14 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         inputs = _with_artifact_checks(ctx, namespace, model_in, inputs, now)
     served = model_in.spec.serving if model_in is not None else None
     refusals = {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
-    rollouts = _rollouts(model, served, inputs, owned, refusals) if served is not None else None
+    rollouts, unsettled = None, False
+    if served is not None:
+        pods_say = _pod_troubles(ctx, namespace, model, inputs, owned)
+        rollouts = _rollouts(model, served, inputs, owned, refusals, pods_say)
+        # Pods change without their Deployment changing (a crash loop begins): look
+        # again soon, not at the next resync, while a rollout may still get stuck.
+        deployments = {v.name: serving.deployment_name(model, v.spec.version) for v in inputs}
+        unsettled = any(deployments[n] in pods_say and r.state is RolloutState.PROGRESSING for n, r in rollouts.items())
     plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts, refusals=sorted(refusals.values()))
     inputs = [v for v in inputs if v.name not in lifecycle.duplicates(inputs)]  # never deployed
 
@@ -110,7 +117,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
             kube.post_event(ctx.client, target, reason=event.reason, message=event.message, warning=event.warning)
     # A refusal found (or cleared) by this reconcile reaches status in the next one.
     changed = refusals != {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
-    return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None or changed)
+    return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None or changed or unsettled)
 
 
 def _delete_serving(
@@ -203,12 +210,31 @@ def _controller(obj: Obj) -> tuple[str, str] | None:
     return next(((r.get("kind", ""), r.get("name", "")) for r in refs if r.get("controller")), None)
 
 
+def _pod_troubles(
+    ctx: Context, namespace: str, model: str, inputs: list[lifecycle.VersionInput], owned: kube.OwnedObjects
+) -> dict[str, troubles.Trouble | None]:
+    """Deployment name → what its Pods say (None: nothing wrong yet), for the
+    versions' Deployments that are not fully available: only those cost a read,
+    so a settled model costs none."""
+    out: dict[str, troubles.Trouble | None] = {}
+    for v in inputs:
+        name = serving.deployment_name(model, v.spec.version)
+        live = owned.deployments.get(name)
+        if live is None or name in out or serving.fully_available(live):
+            continue
+        selector = ((live.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        read = kube.read_pods(ctx.client, namespace=namespace, selector=selector)
+        out[name] = troubles.pod_trouble(troubles.current_pods(live, read.replica_sets, read.pods))
+    return out
+
+
 def _rollouts(
     model: str,
     served: Serving,
     inputs: list[lifecycle.VersionInput],
     owned: kube.OwnedObjects,
     refusals: dict[str, str],
+    pod_troubles: dict[str, troubles.Trouble | None] | None = None,
 ) -> dict[str, Rollout]:
     out = {}
     for v in inputs:
@@ -219,7 +245,7 @@ def _rollouts(
         elif live is not None:
             # With an autoscaler, its minimum is the capacity the switch waits for.
             want = owned.autoscaled.get(name, served.replicas)
-            out[v.name] = serving.rollout_of(live, want_replicas=want)
+            out[v.name] = serving.rollout_of(live, want_replicas=want, trouble=(pod_troubles or {}).get(name))
     return out
 
 

@@ -19,6 +19,7 @@ from modelreg.api.modelversion import KIND as VERSION_KIND
 from modelreg.api.registeredmodel import ARTIFACT_PATH_ENV, Serving, Toleration
 from modelreg.api.registeredmodel import KIND as MODEL_KIND
 from modelreg.facts import Rollout, RolloutState
+from modelreg.troubles import Trouble
 from modelreg.versionorder import newest_key
 
 Obj = dict[str, Any]
@@ -351,36 +352,54 @@ def plan_serving(
     return ServingPlan(deployments=deployments, delete=delete, services=services)
 
 
-def rollout_of(deployment: Obj, *, want_replicas: int) -> Rollout:
-    """How a version's Deployment is doing, for the lifecycle's switch decision."""
+def fully_available(deployment: Obj) -> bool:
+    """Every wanted Pod of the latest spec is available (trivially so at zero
+    replicas). Only a Deployment that is not gets its Pods read for `rollout_of`."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    replicas = int(spec.get("replicas", 1))
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    return replicas == 0 or (
+        int(status.get("observedGeneration", 0)) >= int((deployment.get("metadata") or {}).get("generation", 0))
+        and int(status.get("updatedReplicas", 0)) >= replicas
+        and int(status.get("availableReplicas", 0)) >= replicas
+        and conditions.get("Available", {}).get("status") == "True"
+    )
+
+
+def rollout_of(deployment: Obj, *, want_replicas: int, trouble: Trouble | None = None) -> Rollout:
+    """How a version's Deployment is doing, for the lifecycle's switch decision.
+
+    `trouble` is what its Pods say (`troubles.pod_trouble`, read only while the
+    Deployment is not fully available); the message quotes it. Pods that are stuck
+    (crash-looping, an image that cannot be pulled, a missing Secret) mark the
+    rollout `stuck` at once, without waiting for the progress deadline: the
+    serving version is then reported failed, a promotion stuck (`lifecycle`).
+    Computed afresh on every reconcile, so Pods that recover make it Progressing
+    or Available again."""
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     meta = deployment.get("metadata") or {}
     replicas = int(spec.get("replicas", 1))
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     progressing = conditions.get("Progressing", {})
     current = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
+    trouble = trouble if replicas > 0 else None
+    why = f"; {trouble.message}" if trouble is not None else ""
     if (
         current
         and replicas > 0
         and progressing.get("status") == "False"
         and (progressing.get("reason") == "ProgressDeadlineExceeded")
     ):
-        return Rollout(RolloutState.FAILED, f"Deployment {meta.get('name')}: {progressing.get('message', '')}".strip())
+        message = f"Deployment {meta.get('name')}: {progressing.get('message', '')}".strip()
+        return Rollout(RolloutState.FAILED, message + why)
     failure = conditions.get("ReplicaFailure", {})
     if replicas > 0 and failure.get("status") == "True":
         # Pods that cannot even be created (an invalid image reference, a quota):
         # waiting for the progress deadline would only delay saying so.
         reason = failure.get("reason", "ReplicaFailure")
         return Rollout(RolloutState.FAILED, f"Deployment {meta.get('name')}: {reason}: {failure.get('message', '')}")
-    ready = (
-        current
-        and replicas >= max(want_replicas, 1)
-        and int(status.get("updatedReplicas", 0)) >= replicas
-        and int(status.get("availableReplicas", 0)) >= replicas
-        and conditions.get("Available", {}).get("status") == "True"
-    )
-    if ready:
+    if replicas >= max(want_replicas, 1) and fully_available(deployment):
         return Rollout(RolloutState.AVAILABLE, f"Deployment {meta.get('name')} is Available")
     available = int(status.get("availableReplicas", 0))
-    message = f"Deployment {meta.get('name')}: {available}/{replicas} Pods available"
-    return Rollout(RolloutState.PROGRESSING, message, available=available)
+    message = f"Deployment {meta.get('name')}: {available}/{replicas} Pods available{why}"
+    return Rollout(RolloutState.PROGRESSING, message, available=available, stuck=trouble is not None and trouble.stuck)

@@ -17,12 +17,14 @@ from tests.e2e.registry import BUCKET, upload
 
 
 def fetch(
-    s3: S3, uri: str, sha256: str, dest: Path, *, endpoint: str | None = None
+    s3: S3, uri: str, sha256: str, dest: Path, *, endpoint: str | None = None, termination_log: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = os.environ | s3.env()
     if endpoint:
         env["AWS_ENDPOINT_URL_S3"] = endpoint
     argv = [sys.executable, "-m", "modelreg", "fetch-artifact", "--uri", uri, "--sha256", sha256, "--dest", str(dest)]
+    if termination_log is not None:
+        argv += ["--termination-log", str(termination_log)]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -53,11 +55,16 @@ def test_a_corrupted_object_is_refused_and_nothing_is_written(s3: S3, tmp_path: 
     bucket, key = art.uri[len("s3://") :].split("/", 1)
     s3.client().put_object(Bucket=bucket, Key=key, Body=b"corrupted bytes")
     dest = tmp_path / "artifact"
-    out = fetch(s3, art.uri, art.sha256, dest)
+    log = tmp_path / "termination-log"
+    log.touch()  # as the kubelet creates it in a Pod
+    out = fetch(s3, art.uri, art.sha256, dest, termination_log=log)
     assert out.returncode == EXIT_CHECKSUM_MISMATCH
     assert "ChecksumMismatch" in out.stderr
     assert not dest.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [log]
+    # What the Pod's status will quote: the line printed, no traceback.
+    assert log.read_text() == out.stderr.strip()
+    assert log.read_text().startswith(f"fetch-artifact: ChecksumMismatch: {art.uri} has SHA-256 ")
 
 
 def test_a_missing_object_has_its_own_exit_code(s3: S3, tmp_path: Path) -> None:

@@ -121,6 +121,10 @@ def test_the_shipped_rbac_is_enough(
         assert can(kube, "patch", "deployments.apps", "default") == (install == "clusterwide")
         assert not can(kube, "update", "deployments.apps", namespace)
         assert not can(kube, "list", "secrets", namespace)
+        # Pods and ReplicaSets are listed while a rollout is not available, never watched.
+        assert can(kube, "list", "pods", namespace)
+        assert can(kube, "list", "replicasets.apps", namespace)
+        assert not can(kube, "watch", "pods", namespace)
 
         port = processes.free_port()
         args = operator_args(docs)

@@ -158,6 +158,9 @@ def test_a_failed_rollout_leaves_the_old_version_serving(
         assert "ProgressDeadlineExceeded" in condition(st, "RolledOut")["message"] or "progress" in (
             condition(st, "RolledOut")["message"].lower()
         )
+        # Not only that the deadline passed: why (the operator read the new Pods).
+        assert "cannot be scheduled: 0/" in condition(st, "RolledOut")["message"]
+        assert "unschedulable" in condition(st, "RolledOut")["message"]
         wait_for(lambda: (deployment(kube, namespace, "m-2") or {}).get("spec", {}).get("replicas") == 0,
                  timeout=30, what="the failed version scaled to 0")  # fmt: skip
     finally:

@@ -112,8 +112,11 @@ def _report_serving_rollout(w: Work, rollouts: Mapping[str, Rollout] | None) -> 
     rollout = (rollouts or {}).get(w.v.name)
     if w.stalled or w.waiting:
         return  # already held for a reason of its own (e.g. HeldServing): that one is reported
-    if rollout is not None and rollout.state is RolloutState.FAILED:
-        _hold(w, "ServingRolloutFailed", f"{rollout.message}; the Pods that were serving keep serving")
+    if rollout is not None and (rollout.state is RolloutState.FAILED or rollout.stuck):
+        # Stuck Pods can be all there is (a replaced Pod that cannot fetch its artifact):
+        # then nothing keeps serving, and status must not claim otherwise.
+        left = "no Pod is ready to serve" if rollout.available == 0 else "the Pods that were serving keep serving"
+        _hold(w, "ServingRolloutFailed", f"{rollout.message}; {left}")
         w.phase = Phase.DEGRADED
     elif rollout is not None and rollout.available == 0:
         # Serving, and nothing behind the endpoint: never Ready (kwok nodes hide
@@ -244,7 +247,10 @@ def _switch(
     if winner.v.name != serving and rollouts is not None:
         rollout = rollouts.get(winner.v.name, Rollout(RolloutState.PROGRESSING, "waiting for the Deployment"))
         if rollout.state is RolloutState.PROGRESSING:
-            winner.phase, winner.waiting = Phase.PROMOTING, "RolloutInProgress"
+            # Stuck Pods are said at once (a Warning), but only the progress deadline
+            # fails a promotion: a failed one is final for its generation, and a cause
+            # fixed in time (the artifact restored, a Secret created) lets it finish.
+            winner.phase, winner.waiting = Phase.PROMOTING, "RolloutStuck" if rollout.stuck else "RolloutInProgress"
             winner.message = rollout.message or "waiting for the new version's Deployment to become Available"
             _supersede_others(works, keep={n for n in (serving, winner.v.name) if n})
             if demoted is not None:

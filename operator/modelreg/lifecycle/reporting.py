@@ -56,7 +56,7 @@ def _version_status(
     if w.v.name == rolling_out or w.phase in (Phase.FAILED, Phase.DEGRADED):
         rolled = "False"
         reason = {Phase.FAILED: "RolloutFailed", Phase.DEGRADED: "ServingRolloutFailed"}.get(
-            w.phase, "RolloutInProgress"
+            w.phase, "RolloutStuck" if w.waiting == "RolloutStuck" else "RolloutInProgress"
         )
         cond.append(statuses.condition(prev_conditions, type_=ROLLED_OUT, status=rolled, reason=reason,
                                        message=w.message, generation=gen, at=at))  # fmt: skip
