@@ -221,6 +221,7 @@ def _readiness_probe(serving: Serving) -> Obj:
         "httpGet": {"path": probe.path, "port": serving.port},
         "periodSeconds": probe.period_seconds,
         "failureThreshold": probe.failure_threshold,
+        "timeoutSeconds": probe.timeout_seconds,
     }
     if probe.initial_delay_seconds:  # the API server does not store a 0 here: rendering it would be drift forever
         rendered["initialDelaySeconds"] = probe.initial_delay_seconds

@@ -397,7 +397,9 @@ def test_v1_answers_through_the_cluster_ip_from_pods_on_the_real_node(traffic: T
         "replicas": REPLICAS,
         "stagingReplicas": 1,
         "progressDeadlineSeconds": 120,
-        "readinessProbe": {"path": "/healthz", "periodSeconds": 1},
+        # Answers within 1 s on an idle machine, but not always on a busy 2-core VM, where a
+        # probe timing out at Kubernetes' default 1 s turned both Pods unready at once.
+        "readinessProbe": {"path": "/healthz", "periodSeconds": 1, "timeoutSeconds": 3},
     } | placement
     storage = {"endpoint": s3.config.endpoint, "region": s3.config.region, "credentialsSecret": {"name": "s3-creds"}}
     apply(kube, NAMESPACE, model_manifest(MODEL, serving=serving, storage=storage))

@@ -118,9 +118,12 @@ def test_without_a_probe_a_pod_is_ready_once_the_serving_port_accepts_connection
     probe = render_pod()["containers"][0]["readinessProbe"]
     assert probe == {"tcpSocket": {"port": 9000}, "periodSeconds": 5, "failureThreshold": 3}
     given = render_pod(readinessProbe={"path": "/healthz", "periodSeconds": 2})["containers"][0]["readinessProbe"]
-    assert given == {"httpGet": {"path": "/healthz", "port": 9000}, "periodSeconds": 2, "failureThreshold": 3}
+    assert given == {"httpGet": {"path": "/healthz", "port": 9000}, "periodSeconds": 2, "failureThreshold": 3,
+                     "timeoutSeconds": 1}  # fmt: skip
     delayed = render_pod(readinessProbe={"initialDelaySeconds": 4})["containers"][0]["readinessProbe"]
     assert delayed["initialDelaySeconds"] == 4
+    patient = render_pod(readinessProbe={"timeoutSeconds": 5})["containers"][0]["readinessProbe"]
+    assert patient["timeoutSeconds"] == 5
 
 
 def test_placement_reaches_the_pod_spec_exactly_as_given() -> None:

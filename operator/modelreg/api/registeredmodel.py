@@ -152,6 +152,9 @@ class ReadinessProbe(ApiModel):
     """Seconds between probes."""
     failure_threshold: Annotated[int, Field(alias="failureThreshold", ge=1)] = 3
     """Consecutive failures before the Pod is marked not ready."""
+    timeout_seconds: Annotated[int, Field(alias="timeoutSeconds", ge=1, le=60)] = 1
+    """Seconds a probe may take before it counts as failed (Kubernetes' default is 1: a
+    server busy with predictions may need more, or its Pods all turn unready at once)."""
 
 
 class Serving(ApiModel):
