@@ -244,10 +244,14 @@ def test_a_namespace_without_the_parameter_keeps_rbacs_answer(
     assert ok, err
 
     parameter = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": PARAMETER, "namespace": namespace},
-                 "data": {"Production.groups": "release\n"}}  # fmt: skip
+                 "data": {"Production.groups": "release\n", "Staging.users": ""}}  # fmt: skip
     kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(parameter))
     wait_for(lambda: refused_by_policy(create(kube, namespace, "v3", "Production", *BOB, dry_run=True)),
              timeout=30, what="the rule to apply once the namespace holds it")  # fmt: skip
+    # A stage whose key is present but empty may be requested by nobody, not even an admin.
+    ok, err = create(kube, namespace, "v3", "Staging", "dave")
+    assert not ok
+    assert "spec.stage Staging may be requested only by nobody" in err
     # An administrator of the cluster takes the rule away again; RBAC alone answers.
     kube.kubectl("delete", "configmap", PARAMETER, "-n", namespace)
     wait_for(lambda: create(kube, namespace, "v3", "Production", *BOB, dry_run=True)[0],
