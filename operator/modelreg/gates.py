@@ -43,9 +43,9 @@ def artifact_release(reason: str, *, model: str) -> str:
     new_version = "or register a new ModelVersion (spec.artifact is immutable)"
     storage = f"spec.storage of RegisteredModel {model}"
     return {
-        "Pending": "nothing: the first check runs now",
-        "Verifying": "nothing: a check is running",
-        "StorageUnavailable": f"nothing once the store answers (retried with backoff); else fix {storage}",
+        "Pending": "wait: the first check runs now",
+        "Verifying": "wait: a check is running",
+        "StorageUnavailable": f"wait for the store to answer (retried with backoff), or fix {storage}",
         "ArtifactNotFound": f"upload the artifact at spec.artifact.uri (retried with backoff), {new_version}",
         "AccessDenied": f"let the credentials of {storage} (or the operator's own) read spec.artifact.uri",
         "ChecksumMismatch": f"put back the object whose SHA-256 is spec.artifact.sha256, {new_version}",

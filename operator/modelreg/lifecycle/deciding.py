@@ -191,11 +191,10 @@ def _stage_order_verdict(w: Work, model: str, served: Mapping[str, str]) -> gate
     check = w.v.artifact
     facts = check.facts if check is not None and check.ok and check.facts is not None else w.v.status.artifact
     digest = facts.digest if facts is not None else None
-    served_as = served.get(digest) if digest else None
     return gates.check_stage_order(
         (t.stage for t in w.v.status.history),
         requested=w.v.spec.stage,
-        digest_served_as=served_as if served_as != w.v.spec.version else None,
+        digest_served_as=served.get(digest) if digest else None,
         model_has_served=bool(served),
         model=model,
     )
@@ -319,8 +318,9 @@ def _supersede_others(works: dict[str, Work], *, keep: set[str]) -> None:
         if lost_its_place and not w.gates_pass():
             _block(w)
             continue
-        w.message = (f"{w.note}{gates.RELEASE_MARK}set spec.stage to Archived (or, to serve this version, to "
-                     "Archived and back to Production: the newest request wins)")  # fmt: skip
+        w.message = (f"a newer Production request won{gates.RELEASE_MARK}set spec.stage to Archived to "
+                     "acknowledge (or, to serve this version, to Archived and back to Production: the newest "
+                     "request wins)")  # fmt: skip
         w.phase, w.stalled = Phase.SUPERSEDED, "Superseded"
 
 
