@@ -16,6 +16,7 @@ from modelreg.versionorder import version_key
 METRIC_THRESHOLDS = "MetricThresholds"
 COMPARED_TO_PRODUCTION = "ComparedToProduction"
 STAGE_ORDER = "StageOrder"
+STAGE_ORDER_EXEMPT = ("DigestServed", "NothingServedYet")  # Production without Staging, as a restore
 RELEASE_MARK = "; to release: "  # between a failing gate's message and what releases it
 
 

@@ -107,6 +107,10 @@ class TestStageOrder:
         assert plan.production == "iris-1"
         assert stages(plan) == {"iris-1": P, "iris-2": S}
         assert condition(plan, "iris-1", "StageOrder") == ("True", "NothingServedYet")
+        assert "taken as a restore from Git" in plan.versions["iris-1"].history[-1].message
+        again = replan(plan, model(**STRICT), [version("1", P), version("2", S)])
+        assert condition(again, "iris-1", "StageOrder") == ("True", "IsProduction")
+        assert again.versions["iris-1"].history == plan.versions["iris-1"].history
 
     def test_a_deleted_version_re_created_with_the_same_digest_is_a_restore(self) -> None:
         m, first, v1 = serving_one(STRICT)

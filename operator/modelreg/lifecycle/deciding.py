@@ -188,6 +188,8 @@ def _served_digests(versions: Sequence[VersionInput], recorded: Sequence[ServedA
 
 
 def _stage_order_verdict(w: Work, model: str, served: Mapping[str, str]) -> gates.Verdict:
+    if w.v.status.stage is Stage.PRODUCTION and w.v.spec.stage is Stage.PRODUCTION:
+        return gates.Verdict(gates.STAGE_ORDER, True, "IsProduction", "this version serves Production")
     check = w.v.artifact
     facts = check.facts if check is not None and check.ok and check.facts is not None else w.v.status.artifact
     digest = facts.digest if facts is not None else None
@@ -351,6 +353,10 @@ def _enter(w: Work, stage: Stage) -> None:
         w.reason = "Promoted"
     if w.v.status.stage is not None:
         w.note = f"{previous.value} → {stage.value}"
+    exempt = next((v for v in w.verdicts if v.gate == gates.STAGE_ORDER and v.reason in gates.STAGE_ORDER_EXEMPT), None)
+    if stage is Stage.PRODUCTION and exempt is not None:
+        # The verdict is recomputed on every reconcile; history keeps why Staging was skipped.
+        w.note += f" (stage order: {exempt.message})"
 
 
 def _rank(stage: Stage) -> int:
