@@ -126,9 +126,12 @@ def test_the_best_version_at_a_glance(kube: Cluster, s3: S3, namespace: str, ope
     assert "BEST" in header.split(), table
     assert row[header.index("BEST ") :].split()[:2] == ["2", "0.95"], table  # Best, and Best Value in -o wide
 
-    # The versions sort by a metric with kubectl itself (metrics are a map).
+    # The versions sort by a metric with kubectl itself (metrics are a map); one
+    # without that metric sorts first.
+    e = upload(s3)
+    apply(kube, namespace, version_manifest("m-0", model="m", version="0", uri=e.uri, metrics={"f1": 0.5}))
     ordered = kube.kubectl("get", "mv", "-n", namespace, "--sort-by=.spec.metrics.accuracy", "-o", "name")
-    assert [line.split("/")[-1] for line in ordered.split()] == ["m-1", "m-4", "m-2", "m-3"]
+    assert [line.split("/")[-1] for line in ordered.split()] == ["m-0", "m-1", "m-4", "m-2", "m-3"]
 
     # A better verified version takes over; metrics may be added to, never changed.
     d = upload(s3)
