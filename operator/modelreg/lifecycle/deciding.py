@@ -119,9 +119,7 @@ def _report_serving_rollout(w: Work, rollouts: Mapping[str, Rollout] | None) -> 
     if w.stalled or w.waiting:
         return  # already held for a reason of its own (e.g. HeldServing): that one is reported
     if rollout is not None and rollout.state is RolloutState.FAILED:
-        _hold(w, "ServingRolloutFailed", f"{rollout.message}; the Pods that were serving keep serving",
-              release=f"fix spec.serving of RegisteredModel {w.v.spec.model} (or what keeps its Pods from "
-              "starting); the next rollout is tried as soon as it changes")  # fmt: skip
+        _hold(w, "ServingRolloutFailed", f"{rollout.message}; the Pods that were serving keep serving")
         w.phase = Phase.DEGRADED
     elif rollout is not None and rollout.available == 0:
         # Serving, and nothing behind the endpoint: never Ready (kwok nodes hide
@@ -381,7 +379,15 @@ def _hold(w: Work, reason: str, message: str, *, release: str = "") -> None:
     """Stall a version for a reason its gates do not cover (no model, failed rollout, …),
     saying what would release it."""
     w.phase, w.stalled = Phase.BLOCKED, reason
+    release = release or _HOLD_RELEASES.get(reason, "").format(model=w.v.spec.model)
     w.message = f"{message}{gates.RELEASE_MARK}{release}" if release else message
+
+
+# What releases a hold whose caller names none.
+_HOLD_RELEASES = {
+    "ServingRolloutFailed": "fix spec.serving of RegisteredModel {model} (or what keeps its Pods from starting: see "
+    "the Deployment's Pods); the Deployment rolls out again as soon as it changes",
+}
 
 
 def _rollout_failed_before(w: Work) -> bool:
