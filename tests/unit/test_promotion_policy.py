@@ -242,13 +242,6 @@ def _rollout_failed() -> tuple[lifecycle.Plan, str]:
     return plan, "iris-2"
 
 
-def _serving_rollout_failed() -> tuple[lifecycle.Plan, str]:
-    # The serving version itself: at its stage, but not Ready, and status says why.
-    serving = version("1", P, effective=P, requested_at=EARLIER)
-    rollouts = {"iris-1": Rollout(RolloutState.FAILED, "Deployment iris-1: FailedCreate: invalid image")}
-    return lifecycle.plan(model(serving={"image": "server:1"}), [serving], now=NOW, rollouts=rollouts), "iris-1"
-
-
 def _superseded() -> tuple[lifecycle.Plan, str]:
     versions = [version("1", P, requested_at=EARLIER), version("2", P, requested_at=NOW)]
     return lifecycle.plan(model(), versions, now=NOW), "iris-1"
@@ -268,24 +261,16 @@ HOLDS = [
     ("no model", _no_model, S, "ModelNotFound", "create RegisteredModel iris"),
     ("rollout failed", _rollout_failed, P, "RolloutFailed", "a new generation tries the rollout again"),
     ("superseded", _superseded, P, "Superseded", "Archived and back to Production"),
-    (
-        "serving rollout failed",
-        _serving_rollout_failed,
-        None,
-        "ServingRolloutFailed",
-        "fix spec.serving of RegisteredModel iris",
-    ),
 ]
 
 
 @pytest.mark.parametrize(("make", "requested", "gate", "release"), [h[1:] for h in HOLDS], ids=[h[0] for h in HOLDS])
 def test_status_says_which_gate_holds_a_version_and_what_releases_it(
-    make: Any, requested: Stage | None, gate: str, release: str
+    make: Any, requested: Stage, gate: str, release: str
 ) -> None:
     plan, name = make()
     status = plan.versions[name]
-    if requested is not None:
-        assert status.stage is not requested  # held below the stage it asks for
+    assert status.stage is not requested  # held below the stage it asks for
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert ready.status == "False"
     assert gate in ready.message or gate == ready.reason, ready.message

@@ -379,15 +379,7 @@ def _hold(w: Work, reason: str, message: str, *, release: str = "") -> None:
     """Stall a version for a reason its gates do not cover (no model, failed rollout, …),
     saying what would release it."""
     w.phase, w.stalled = Phase.BLOCKED, reason
-    release = release or _HOLD_RELEASES.get(reason, "").format(model=w.v.spec.model)
     w.message = f"{message}{gates.RELEASE_MARK}{release}" if release else message
-
-
-# What releases a hold whose caller names none.
-_HOLD_RELEASES = {
-    "ServingRolloutFailed": "fix spec.serving of RegisteredModel {model} (or what keeps its Pods from starting: see "
-    "the Deployment's Pods); the Deployment rolls out again as soon as it changes",
-}
 
 
 def _rollout_failed_before(w: Work) -> bool:
