@@ -8,6 +8,8 @@ import datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelreg import gates, lifecycle
 from modelreg.api.common import Stage
@@ -25,6 +27,7 @@ from tests.unit.lifecycle_builders import (
     stages,
     version,
 )
+from tests.unit.test_lifecycle_properties import worlds
 
 D, S, P, A = Stage.DEVELOPMENT, Stage.STAGING, Stage.PRODUCTION, Stage.ARCHIVED
 STRICT = {"promotion": {"stageOrder": "Strict"}}
@@ -85,7 +88,9 @@ class TestStageOrder:
         assert stages(staged)["iris-2"] is S
         plan = replan(staged, m, [v1, version("2", P, artifact=verified("c"))])
         assert plan.production == "iris-2"
-        assert condition(plan, "iris-2", "StageOrder") == ("True", "PassedStaging")
+        assert condition(plan, "iris-2", "StageOrder") == ("True", "IsProduction")
+        assert [t.stage for t in plan.versions["iris-2"].history] == [S, P]
+        assert "stage order" not in plan.versions["iris-2"].history[-1].message  # nothing was skipped
 
     def test_free_is_the_default_and_adds_no_condition(self) -> None:
         m, first, v1 = serving_one({})
@@ -98,7 +103,8 @@ class TestStageOrder:
         back = version("0", P, effective=A, served_before=True, artifact=verified("d"))
         plan = replan(first, m, [v1, dataclasses.replace(back, status=back.status)])
         assert plan.production == "iris-0"
-        assert condition(plan, "iris-0", "StageOrder") == ("True", "ServedBefore")
+        assert condition(plan, "iris-0", "StageOrder") == ("True", "IsProduction")
+        assert plan.versions["iris-0"].history[-1].reason == "RolledBack"
 
     def test_a_restore_from_git_on_an_empty_cluster_is_exempt(self) -> None:
         # Everything re-created at once: no history anywhere, and the Production
@@ -106,7 +112,7 @@ class TestStageOrder:
         plan = lifecycle.plan(model(**STRICT), [version("1", P), version("2", S)], now=NOW)
         assert plan.production == "iris-1"
         assert stages(plan) == {"iris-1": P, "iris-2": S}
-        assert condition(plan, "iris-1", "StageOrder") == ("True", "NothingServedYet")
+        assert condition(plan, "iris-1", "StageOrder") == ("True", "IsProduction")
         assert "taken as a restore from Git" in plan.versions["iris-1"].history[-1].message
         again = replan(plan, model(**STRICT), [version("1", P), version("2", S)])
         assert condition(again, "iris-1", "StageOrder") == ("True", "IsProduction")
@@ -126,7 +132,9 @@ class TestStageOrder:
         # new (no history), but the model remembers that its artifact served.
         again = version("1", P, artifact=verified("b"))
         plan = lifecycle.plan(with_status(m, promoted.model), [again, promoted_input(promoted, m)], now=LATER)
-        assert condition(plan, "iris-1", "StageOrder") == ("True", "DigestServed")
+        assert condition(plan, "iris-1", "StageOrder") == ("True", "IsProduction")
+        note = plan.versions["iris-1"].history[-1].message
+        assert "its artifact digest served Production as version 1: a restore" in note
         assert plan.production == "iris-1"
         # Another artifact created the same way is held.
         other = version("3", P, artifact=verified("e"))
@@ -153,6 +161,26 @@ class TestStageOrder:
 
 def promoted_input(plan: lifecycle.Plan, m: lifecycle.ModelInput) -> lifecycle.VersionInput:
     return version("2", P, artifact=verified("c"), status=plan.versions["iris-2"])
+
+
+@pytest.mark.parametrize(
+    ("history", "requested", "served_as", "has_served", "reason"),
+    [
+        ([D], S, None, True, "NotRequested"),
+        ([D, S], P, None, True, "PassedStaging"),
+        ([D, P, A], P, None, True, "ServedBefore"),
+        ([D], P, "7", True, "DigestServed"),
+        ([], P, None, False, "NothingServedYet"),
+        ([D, A], P, None, True, "StagingRequired"),
+    ],
+)
+def test_the_stage_order_rule(
+    history: list[Stage], requested: Stage, served_as: str | None, has_served: bool, reason: str
+) -> None:
+    verdict = gates.check_stage_order(history, requested=requested, digest_served_as=served_as,
+                                      model_has_served=has_served, model="m")  # fmt: skip
+    assert verdict.reason == reason
+    assert verdict.passed is (reason != "StagingRequired")
 
 
 class TestBestVersion:
@@ -303,3 +331,43 @@ def test_every_failing_gate_verdict_says_what_releases_it() -> None:
     for reason in ArtifactReason:
         if reason is not ArtifactReason.VERIFIED:
             assert gates.artifact_release(reason.value, model="m")
+
+
+@st.composite
+def strict_worlds(draw: st.DrawFn) -> tuple[lifecycle.ModelInput, list[lifecycle.VersionInput], Any]:
+    m, versions, rollouts = draw(worlds())
+    # Each artifact its own digest (the builders give all the same one), so the digest exemption is not everywhere.
+    versions = [dataclasses.replace(v, artifact=verified("0123456789"[i])) if v.artifact is not None and v.artifact.ok
+                else v for i, v in enumerate(versions)]  # fmt: skip
+    best = {"metric": "accuracy", "direction": draw(st.sampled_from(list(Direction)))}
+    promotion = m.spec.promotion.model_dump(by_alias=True, exclude_none=True) | {"stageOrder": "Strict", "bestBy": best}
+    return model(promotion=promotion), versions, rollouts
+
+
+@settings(max_examples=300, deadline=None)
+@given(strict_worlds())
+def test_strict_production_is_entered_only_after_staging_or_as_a_restore(world: tuple) -> None:  # type: ignore[type-arg]
+    m, versions, rollouts = world
+    plan = lifecycle.plan(m, versions, now=NOW, rollouts=rollouts)
+    assert len([s for s in plan.versions.values() if s.stage is P]) <= 1
+    served = [v for v in versions if v.status.stage is P or any(t.stage is P for t in v.status.history)]
+    digests = {v.artifact.facts.digest for v in served if v.artifact is not None and v.artifact.facts is not None}
+    for v in versions:
+        if plan.versions[v.name].stage is P and v.status.stage is not P:
+            been = {t.stage for t in v.status.history}
+            assert v.artifact is not None
+            assert v.artifact.facts is not None
+            restore = not served or v.artifact.facts.digest in digests
+            assert S in been or P in been or restore, f"{v.name} skipped Staging"
+
+
+@settings(max_examples=300, deadline=None)
+@given(strict_worlds())
+def test_strict_planning_on_its_own_output_changes_nothing(world: tuple) -> None:  # type: ignore[type-arg]
+    m, versions, rollouts = world
+    first = lifecycle.plan(m, versions, now=NOW, rollouts=rollouts)
+    second = lifecycle.plan(with_status(m, first.model), [dataclasses.replace(v, status=first.versions[v.name])
+                                                          for v in versions], now=NOW, rollouts=rollouts)  # fmt: skip
+    assert second.versions == first.versions
+    assert second.model == first.model
+    assert second.events == []

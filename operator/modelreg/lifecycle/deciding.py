@@ -66,12 +66,13 @@ def plan(
     # again changes nothing.
     serving = original
     served = _served_digests(ordered, model.status.served_artifacts)
+    has_served = bool(served) or any(_served(v) for v in ordered)
     for _ in range(len(ordered) + 2):
         works = {v.name: _start(v, requested_now) for v in ordered}
         for w in works.values():
             w.verdicts += _metric_verdicts(w, model, serving)
             if model.spec.promotion.stage_order is StageOrder.STRICT:
-                w.verdicts.append(_stage_order_verdict(w, model.name, served))
+                w.verdicts.append(_stage_order_verdict(w, model.name, served, has_served=has_served, serving=serving))
         winner = _resolve_production(works, serving, rollouts)
         production, rolling_out = _switch(works, serving, winner, rollouts, held=model.spec.serving is not None)
         decided = by_name[production] if production else None
@@ -179,25 +180,48 @@ def _served_digests(versions: Sequence[VersionInput], recorded: Sequence[ServedA
     Strict stage order lets back into Production without Staging."""
     out = {a.digest: a.version for a in recorded}
     for v in sorted(versions, key=lambda v: v.name):
-        served = v.status.stage is Stage.PRODUCTION or any(t.stage is Stage.PRODUCTION for t in v.status.history)
-        if served and v.status.artifact is not None and v.status.artifact.digest:
+        if _served(v) and v.status.artifact is not None and v.status.artifact.digest:
             out.setdefault(v.status.artifact.digest, v.spec.version)
     return out
 
 
-def _stage_order_verdict(w: Work, model: str, served: Mapping[str, str]) -> gates.Verdict:
-    if w.v.status.stage is Stage.PRODUCTION and w.v.spec.stage is Stage.PRODUCTION:
-        return gates.Verdict(gates.STAGE_ORDER, True, "IsProduction", "this version serves Production")
-    check = w.v.artifact
-    facts = check.facts if check is not None and check.ok and check.facts is not None else w.v.status.artifact
-    digest = facts.digest if facts is not None else None
-    return gates.check_stage_order(
+def _with_serving(served: Mapping[str, str], serving: VersionInput) -> Mapping[str, str]:
+    digest = _digest(serving)
+    return served if digest is None or digest in served else {**served, digest: serving.spec.version}
+
+
+def _digest(v: VersionInput) -> str | None:
+    check = v.artifact
+    facts = check.facts if check is not None and check.ok and check.facts is not None else v.status.artifact
+    return facts.digest if facts is not None else None
+
+
+def _served(v: VersionInput) -> bool:
+    return v.status.stage is Stage.PRODUCTION or any(t.stage is Stage.PRODUCTION for t in v.status.history)
+
+
+def _stage_order_verdict(
+    w: Work, model: str, served: Mapping[str, str], *, has_served: bool, serving: VersionInput | None
+) -> gates.Verdict:
+    itself = serving is not None and serving.name == w.v.name
+    if serving is not None and not itself:
+        # Decided against the serving version, the others count it as served too.
+        served, has_served = _with_serving(served, serving), True
+    digest = _digest(w.v)
+    verdict = gates.check_stage_order(
         (t.stage for t in w.v.status.history),
         requested=w.v.spec.stage,
         digest_served_as=served.get(digest) if digest else None,
-        model_has_served=bool(served),
+        model_has_served=has_served,
         model=model,
     )
+    if verdict.reason in gates.STAGE_ORDER_EXEMPT:
+        w.skipped_staging = verdict.message
+    if itself and w.v.spec.stage is Stage.PRODUCTION:
+        # Decided against itself (as compareToProduction is): the same verdict on the
+        # plan that switches to it and on every plan after, so planning again changes nothing.
+        return gates.Verdict(gates.STAGE_ORDER, True, "IsProduction", "this version serves Production")
+    return verdict
 
 
 def _metric_verdicts(w: Work, model: ModelInput, serving: VersionInput | None) -> list[gates.Verdict]:
@@ -351,10 +375,9 @@ def _enter(w: Work, stage: Stage) -> None:
         w.reason = "Promoted"
     if w.v.status.stage is not None:
         w.note = f"{previous.value} → {stage.value}"
-    exempt = next((v for v in w.verdicts if v.gate == gates.STAGE_ORDER and v.reason in gates.STAGE_ORDER_EXEMPT), None)
-    if stage is Stage.PRODUCTION and exempt is not None:
+    if stage is Stage.PRODUCTION and w.skipped_staging:
         # The verdict is recomputed on every reconcile; history keeps why Staging was skipped.
-        w.note += f" (stage order: {exempt.message})"
+        w.note += f" (stage order: {w.skipped_staging})"
 
 
 def _rank(stage: Stage) -> int:
