@@ -275,6 +275,24 @@ def _superseded() -> tuple[lifecycle.Plan, str]:
     return lifecycle.plan(model(), versions, now=NOW), "iris-1"
 
 
+def _held_serving() -> tuple[lifecycle.Plan, str]:
+    # Asked to leave Production with nothing to take over: it keeps serving, and says why.
+    serving = version("1", A, effective=P, requested_at=EARLIER)
+    return lifecycle.plan(model(serving={"image": "server:1"}), [serving], now=NOW, rollouts={}), "iris-1"
+
+
+def _kept_serving() -> tuple[lifecycle.Plan, str]:
+    serving = version("1", A, effective=P, requested_at=EARLIER)
+    blocked = version("2", P, effective=S, metrics={"accuracy": 0.5})
+    return lifecycle.plan(model(**GATED), [serving, blocked], now=NOW), "iris-1"
+
+
+def _duplicate() -> tuple[lifecycle.Plan, str]:
+    old = dataclasses.replace(version("1", S), name="iris-one", created=EARLIER)
+    new = dataclasses.replace(version("1", S), name="iris-again", created=NOW)
+    return lifecycle.plan(model(), [old, new], now=NOW), "iris-again"
+
+
 # (case, how to get a plan and the held version, the stage it asks for, the gate named, words of what releases it)
 HOLDS = [
     ("thresholds", _thresholds, S, "MetricThresholds", "register a new ModelVersion whose metrics meet the bounds"),
@@ -289,6 +307,9 @@ HOLDS = [
     ("no model", _no_model, S, "ModelNotFound", "create RegisteredModel iris"),
     ("rollout failed", _rollout_failed, P, "RolloutFailed", "a new generation tries the rollout again"),
     ("superseded", _superseded, P, "Superseded", "Archived and back to Production"),
+    ("held serving", _held_serving, A, "HeldServing", "ask another version for Production"),
+    ("kept serving", _kept_serving, A, "KeptServing", "the version asking for Production passes its gates"),
+    ("duplicate", _duplicate, S, "DuplicateVersion", "delete this object"),
 ]
 
 

@@ -302,7 +302,8 @@ def _switch(
                 demoted.phase, demoted.waiting = Phase.HELD, "HeldServing"
                 demoted.message = (
                     f"spec.stage is {demoted.v.spec.stage.value}, but this version keeps serving Production until "
-                    "another version takes over; to take the model offline, remove spec.serving from "
+                    f"another version takes over{gates.RELEASE_MARK}ask another version for Production (it takes "
+                    "over once Available); to take the model offline, remove spec.serving from "
                     f"RegisteredModel {demoted.v.spec.model}"
                 )
                 return serving, None
