@@ -331,6 +331,13 @@ def test_status_says_which_gate_holds_a_version_and_what_releases_it(
         assert release in gate_condition.message
 
 
+def test_a_version_at_its_stage_with_a_failing_gate_says_what_releases_it_too() -> None:
+    plan = lifecycle.plan(model(), [version("1", D, artifact=MISSING)], now=NOW)
+    ready = next(c for c in plan.versions["iris-1"].conditions if c.type == "Ready")
+    assert ready.status == "False"
+    assert ready.message.startswith("ArtifactVerified: s3://b/k does not exist; to release: upload the artifact")
+
+
 def test_every_failing_gate_verdict_says_what_releases_it() -> None:
     """The pure gates: whenever one fails, its verdict carries a release."""
     from modelreg.api.registeredmodel import CompareToProduction, MetricThreshold

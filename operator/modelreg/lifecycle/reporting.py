@@ -120,7 +120,7 @@ def _artifact_facts(w: Work) -> ArtifactStatus | None:
 
 def _first_failure_message(w: Work) -> str:
     failed = w.failed_gates()
-    return failed[0].message if failed else ""
+    return f"{failed[0].gate}: {failed[0].explained()}" if failed else ""
 
 
 def _gate_events(w: Work, old: ModelVersionStatus, cond: list[dict[str, object]], events: list[Event]) -> None:
