@@ -14,6 +14,7 @@ from tests.e2e.registry import (
     SERVING,
     apply,
     condition,
+    deployment,
     model_manifest,
     set_stage,
     status,
@@ -35,7 +36,7 @@ def test_strict_stage_order_holds_production_until_staging(
     # The model's first Production: nothing has served, so it counts as a restore from Git.
     apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=a.uri, stage="Production"))
     wait_serving(kube, namespace, "m", "1")
-    st = status(kube, namespace, "m-1")
+    st = wait_stage(kube, namespace, "m-1", "Production")  # the Service switches before status is written
     assert condition(st, "StageOrder")["reason"] == "IsProduction"
     assert "taken as a restore from Git" in st["history"][-1]["message"]  # why Staging was skipped, kept
 
@@ -56,8 +57,9 @@ def test_strict_stage_order_holds_production_until_staging(
     wait_serving(kube, namespace, "m", "2")
     assert [t["stage"] for t in wait_stage(kube, namespace, "m-2", "Production")["history"]] == [
         "Development", "Staging", "Production"]  # fmt: skip
-    served = status(kube, namespace, "m", "registeredmodel")["servedArtifacts"]
-    assert [s["version"] for s in served] == ["1", "2"]
+    # The model's status is written after its versions'.
+    wait_for(lambda: [s["version"] for s in status(kube, namespace, "m", "registeredmodel").get("servedArtifacts", [])]
+             == ["1", "2"], timeout=30, what="servedArtifacts 1, 2")  # fmt: skip
 
 
 def test_strict_stage_order_lets_a_restore_from_git_serve_again(
@@ -82,7 +84,8 @@ def test_strict_stage_order_lets_a_restore_from_git_serve_again(
     apply(kube, namespace, manifests)  # from Git alone: no history survives
     wait_serving(kube, namespace, "m", "1")
     wait_stage(kube, namespace, "m-2", "Staging")
-    assert status(kube, namespace, "m", "registeredmodel")["productionVersion"] == "1"
+    wait_for(lambda: status(kube, namespace, "m", "registeredmodel").get("productionVersion") == "1", timeout=30,
+             what="the model's status names version 1")  # fmt: skip
 
     # Strict still holds for an artifact that never served ...
     c = upload(s3)
@@ -97,6 +100,9 @@ def test_strict_stage_order_lets_a_restore_from_git_serve_again(
     wait_stage(kube, namespace, "m-1", "Archived")
     kube.kubectl("annotate", "modelversion/m-2", "-n", namespace, "modelreg.dev/allow-delete-serving=true")
     kube.kubectl("delete", "modelversion/m-2", "-n", namespace)
+    # As in a restore: its Deployment is gone too (re-created while the garbage
+    # collector is still deleting it, the switch can meet a vanishing Deployment).
+    wait_for(lambda: deployment(kube, namespace, "m-2") is None, timeout=60, what="m-2's Deployment collected")
     apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=b.uri, sha256=b.sha256,
                                             stage="Production"))  # fmt: skip
     st = wait_stage(kube, namespace, "m-2", "Production", timeout=90)
