@@ -362,3 +362,38 @@ def test_staging_then_production_is_allowed(kube: Cluster, crds: Path, namespace
 def test_created_straight_in_production_is_allowed(kube: Cluster, crds: Path, namespace: str) -> None:
     out = _apply(kube, namespace, version(spec__stage="Production"))
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [{"accuracy": 0.95, "loss": 0.2}, {"loss": 0.2}, None, {"accuracy": 0.9, "loss": 0.3}],
+    ids=["raised", "removed", "all removed", "other changed"],
+)
+def test_a_metric_once_set_cannot_change(kube: Cluster, crds: Path, namespace: str, metrics: dict | None) -> None:  # type: ignore[type-arg]
+    # A gate must not be passed by editing a number: metrics are add-only.
+    original = version(spec__metrics={"accuracy": 0.9, "loss": 0.2})
+    assert _apply(kube, namespace, original).returncode == 0
+    updated = copy.deepcopy(original)
+    if metrics is None:
+        del updated["spec"]["metrics"]
+    else:
+        updated["spec"]["metrics"] = metrics
+    out = kube.run("replace", "-n", namespace, "-f", "-", input=json.dumps(updated))
+    assert out.returncode != 0, f"accepted metrics {metrics}"
+    assert "spec.metrics" in out.stderr, out.stderr
+    assert "may be added to but never changed" in out.stderr, out.stderr
+    assert kube.get_json("-n", namespace, "modelversion/v")["spec"]["metrics"] == {"accuracy": 0.9, "loss": 0.2}
+
+
+def test_a_metric_can_be_added(kube: Cluster, crds: Path, namespace: str) -> None:
+    original = version(spec__metrics={"accuracy": 0.9})
+    assert _apply(kube, namespace, original).returncode == 0
+    original["spec"]["metrics"] = {"accuracy": 0.9, "f1": 0.8}
+    out = _apply(kube, namespace, original)
+    assert out.returncode == 0, out.stderr
+    added = version()  # and metrics can be given to a version registered without any
+    added["metadata"]["name"] = "w"
+    assert _apply(kube, namespace, added).returncode == 0
+    added["spec"]["metrics"] = {"accuracy": 0.7}
+    assert _apply(kube, namespace, added).returncode == 0, "metrics could not be added"
+    assert kube.get_json("-n", namespace, "modelversion/v")["spec"]["metrics"] == {"accuracy": 0.9, "f1": 0.8}

@@ -66,11 +66,13 @@ class Condition(ApiModel):
     """When status last changed."""
 
 
-def cel(rule: str, message: str, *, reason: str | None = None) -> JsonDict:
+def cel(rule: str, message: str, *, reason: str | None = None, field_path: str | None = None) -> JsonDict:
     """A CEL validation rule for `x-kubernetes-validations`."""
     entry: JsonDict = {"rule": rule, "message": message}
     if reason:
         entry["reason"] = reason
+    if field_path:
+        entry["fieldPath"] = field_path
     return entry
 
 

@@ -109,6 +109,8 @@ def custom_resource_definitions() -> dict[str, dict[str, Any]]:
             columns=[
                 _column("Production", ".status.productionVersion"),
                 _column("Staging", ".status.stagingVersion"),
+                _column("Best", ".status.bestVersion", description="Best verified version by spec.promotion.bestBy"),
+                _column("Best Value", ".status.bestValue", type_="number", priority=1),
                 _column("Versions", ".status.versionCount", type_="integer"),
                 _column("Ready", _READY),
                 _column("Endpoint", ".status.endpoint", priority=1),

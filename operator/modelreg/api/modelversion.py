@@ -87,7 +87,17 @@ class ModelVersionSpec(ApiModel):
                     " || (has(self.stage) ? self.stage : 'Development') != 'Production'",
                     "spec.stage cannot move from Development straight to Production: promote to Staging first",
                     reason="FieldValueForbidden",
-                )
+                ),
+                # On the spec, not on the map: removing spec.metrics altogether must be
+                # refused too, and a rule on a field that is gone is not evaluated.
+                cel(
+                    "!has(oldSelf.metrics) || oldSelf.metrics.all(k, has(self.metrics) && k in self.metrics"
+                    " && self.metrics[k] == oldSelf.metrics[k])",
+                    "spec.metrics may be added to but never changed: a metric once set keeps its value and stays "
+                    "(the promotion gates read it); register a new ModelVersion for a new evaluation",
+                    reason="FieldValueForbidden",
+                    field_path=".metrics",
+                ),
             ]
         }
     )

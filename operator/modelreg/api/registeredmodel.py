@@ -231,6 +231,25 @@ class CompareToProduction(ApiModel):
     """How much worse than Production the candidate may be (absolute)."""
 
 
+class StageOrder(enum.StrEnum):
+    FREE = "Free"
+    """Production may be asked for from Staging or Archived, or at creation (admission refuses only
+    Development → Production on update)."""
+    STRICT = "Strict"
+    """Production requires a Staging entry in the version's status.history, except for a rollback or a
+    restore from Git (the version's artifact digest already served Production for this model, or no
+    version of the model has served Production yet)."""
+
+
+class BestBy(ApiModel):
+    """The metric by which the best version of the model is named in its status."""
+
+    metric: Annotated[str, Field(min_length=1, max_length=128)]
+    """Metric name, as in ModelVersion spec.metrics."""
+    direction: Direction = Direction.HIGHER_IS_BETTER
+    """Whether higher or lower values are better."""
+
+
 class Promotion(ApiModel):
     """Gates a version must pass before Staging and Production."""
 
@@ -239,6 +258,13 @@ class Promotion(ApiModel):
     """Per-metric bounds."""
     compare_to_production: Annotated[CompareToProduction | None, Field(alias="compareToProduction")] = None
     """Require the candidate to match or beat the serving version."""
+    stage_order: Annotated[StageOrder, Field(alias="stageOrder")] = StageOrder.FREE
+    """Free (the default) or Strict: with Strict, a version enters Production only after it has been in Staging
+    (its status.history says so), also when created at Production; a rollback and a restore from Git are exempt.
+    The operator holds such a version with StageOrder=False, reason StagingRequired."""
+    best_by: Annotated[BestBy | None, Field(alias="bestBy")] = None
+    """The metric and direction that name status.bestVersion, among the versions whose artifact is verified
+    (whatever their stage). Without it, compareToProduction's metric and direction, if set."""
 
 
 class SecretKeyRef(ApiModel):
@@ -289,6 +315,18 @@ class RegisteredModelSpec(ApiModel):
     """How many archived versions keep their Deployment."""
 
 
+MAX_SERVED_ARTIFACTS = 50
+
+
+class ServedArtifact(ApiModel):
+    """An artifact that served Production for this model."""
+
+    digest: str
+    """sha256:<hex> of the artifact."""
+    version: str
+    """The version that served it (first)."""
+
+
 class RegisteredModelStatus(ApiModel):
     """Observed state of a registered model, written by the operator."""
 
@@ -302,6 +340,15 @@ class RegisteredModelStatus(ApiModel):
     """Number of ModelVersions of this model."""
     endpoint: str | None = None
     """Name of the Service that serves Production."""
+    best_version: Annotated[str | None, Field(alias="bestVersion")] = None
+    """The version with the best value of spec.promotion.bestBy's metric among the versions whose artifact is
+    verified, whatever their stage (a tie goes to the higher version)."""
+    best_value: Annotated[float | None, Field(alias="bestValue")] = None
+    """bestVersion's value of the metric it is best by."""
+    served_artifacts: Annotated[list[ServedArtifact], Field(alias="servedArtifacts", max_length=MAX_SERVED_ARTIFACTS,
+                                                            )] = []  # fmt: skip
+    """Artifacts that served Production, oldest first (the last 50): with stageOrder Strict, a version whose
+    digest is here may enter Production again without Staging (a restore). Kept while the model exists."""
     conditions: Annotated[list[Condition], Field(json_schema_extra={
         "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})] = []  # fmt: skip
     """Ready, Reconciling, Stalled and warnings such as ConflictingProductionRequests."""

@@ -10,13 +10,14 @@ another takes over (or `spec.serving` is removed).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from modelreg import gates
 from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionStatus, Phase
-from modelreg.api.registeredmodel import RegisteredModelSpec
+from modelreg.api.registeredmodel import ServedArtifact, StageOrder
 from modelreg.facts import Rollout, RolloutState
 from modelreg.lifecycle.records import (
     ARTIFACT_VERIFIED,
@@ -54,7 +55,8 @@ def plan(
     if model is None:
         works = {v.name: _start(v, requested_now) for v in ordered}
         for w in works.values():
-            _hold(w, "ModelNotFound", f"RegisteredModel {w.v.spec.model!r} does not exist in this namespace")
+            _hold(w, "ModelNotFound", f"RegisteredModel {w.v.spec.model!r} does not exist in this namespace",
+                  release=f"create RegisteredModel {w.v.spec.model} here (spec.model is immutable)")  # fmt: skip
         return finish(None, works | shadowed, production=original.name if original else None, rolling_out=None,
                       now=now)  # fmt: skip
 
@@ -63,10 +65,14 @@ def plan(
     # passing request only ever grows, so this ends, and planning on the result
     # again changes nothing.
     serving = original
+    served = _served_digests(ordered, model.status.served_artifacts)
+    has_served = bool(served) or any(_served(v) for v in ordered)
     for _ in range(len(ordered) + 2):
         works = {v.name: _start(v, requested_now) for v in ordered}
         for w in works.values():
-            w.verdicts += _metric_verdicts(w, model.spec, serving)
+            w.verdicts += _metric_verdicts(w, model, serving)
+            if model.spec.promotion.stage_order is StageOrder.STRICT:
+                w.verdicts.append(_stage_order_verdict(w, model.name, served, has_served=has_served, serving=serving))
         winner = _resolve_production(works, serving, rollouts)
         production, rolling_out = _switch(works, serving, winner, rollouts, held=model.spec.serving is not None)
         decided = by_name[production] if production else None
@@ -101,7 +107,8 @@ def _duplicate(v: VersionInput, versions: Sequence[VersionInput], now: datetime)
         w.effective, w.reason = Stage.ARCHIVED, "DuplicateVersion"
         w.note = f"version {v.spec.version} belongs to ModelVersion {owner.name}"
     _hold(w, "DuplicateVersion", f"ModelVersion {owner.name} already registers version {v.spec.version!r} of model "
-          f"{v.spec.model!r}; delete this object or give it another spec.version")  # fmt: skip
+          f"{v.spec.model!r}", release="delete this object (spec.version is immutable: register another version "
+          "as a new ModelVersion)")  # fmt: skip
     return w
 
 
@@ -135,6 +142,8 @@ def _start(v: VersionInput, now: datetime) -> Work:
         transient = check.transient
     else:
         artifact, transient = _previous_artifact_verdict(v.status)
+    if not artifact.passed and not artifact.release:
+        artifact = dataclasses.replace(artifact, release=gates.artifact_release(artifact.reason, model=v.spec.model))
     requested_at = None
     if v.spec.stage is Stage.PRODUCTION:
         requested_at = v.status.production_requested_at or now
@@ -155,7 +164,9 @@ def _previous_artifact_verdict(status: ModelVersionStatus) -> tuple[gates.Verdic
     old = next((c for c in status.conditions if c.type == ARTIFACT_VERIFIED), None)
     if old is None:
         return gates.Verdict(ARTIFACT_VERIFIED, False, "Pending", "the artifact has not been verified yet"), True
-    return gates.Verdict(ARTIFACT_VERIFIED, old.status == "True", old.reason, old.message), old.status == "Unknown"
+    # The condition's message already says what releases it (see Verdict.explained).
+    message = old.message.split(gates.RELEASE_MARK, 1)[0]
+    return gates.Verdict(ARTIFACT_VERIFIED, old.status == "True", old.reason, message), old.status == "Unknown"
 
 
 def _incumbent(versions: Sequence[VersionInput]) -> VersionInput | None:
@@ -166,8 +177,59 @@ def _incumbent(versions: Sequence[VersionInput]) -> VersionInput | None:
     return max(serving, key=lambda v: newest_key(timestamp(v.status.production_requested_at), v.spec.version, v.name))
 
 
-def _metric_verdicts(w: Work, spec: RegisteredModelSpec, serving: VersionInput | None) -> list[gates.Verdict]:
-    thresholds = gates.check_thresholds(w.v.spec.metrics, spec.promotion.thresholds)
+def _served_digests(versions: Sequence[VersionInput], recorded: Sequence[ServedArtifact]) -> dict[str, str]:
+    """Artifact digest → version, for every artifact with a Production record
+    (the model's status keeps them after their versions are deleted): what the
+    Strict stage order lets back into Production without Staging."""
+    out = {a.digest: a.version for a in recorded}
+    for v in sorted(versions, key=lambda v: v.name):
+        if _served(v) and v.status.artifact is not None and v.status.artifact.digest:
+            out.setdefault(v.status.artifact.digest, v.spec.version)
+    return out
+
+
+def _with_serving(served: Mapping[str, str], serving: VersionInput) -> Mapping[str, str]:
+    digest = _digest(serving)
+    return served if digest is None or digest in served else {**served, digest: serving.spec.version}
+
+
+def _digest(v: VersionInput) -> str | None:
+    check = v.artifact
+    facts = check.facts if check is not None and check.ok and check.facts is not None else v.status.artifact
+    return facts.digest if facts is not None else None
+
+
+def _served(v: VersionInput) -> bool:
+    return v.status.stage is Stage.PRODUCTION or any(t.stage is Stage.PRODUCTION for t in v.status.history)
+
+
+def _stage_order_verdict(
+    w: Work, model: str, served: Mapping[str, str], *, has_served: bool, serving: VersionInput | None
+) -> gates.Verdict:
+    itself = serving is not None and serving.name == w.v.name
+    if serving is not None and not itself:
+        # Decided against the serving version, the others count it as served too.
+        served, has_served = _with_serving(served, serving), True
+    digest = _digest(w.v)
+    verdict = gates.check_stage_order(
+        (t.stage for t in w.v.status.history),
+        requested=w.v.spec.stage,
+        digest_served_as=served.get(digest) if digest else None,
+        model_has_served=has_served,
+        model=model,
+    )
+    if verdict.reason in gates.STAGE_ORDER_EXEMPT:
+        w.skipped_staging = verdict.message
+    if itself and w.v.spec.stage is Stage.PRODUCTION:
+        # Decided against itself (as compareToProduction is): the same verdict on the
+        # plan that switches to it and on every plan after, so planning again changes nothing.
+        return gates.Verdict(gates.STAGE_ORDER, True, "IsProduction", "this version serves Production")
+    return verdict
+
+
+def _metric_verdicts(w: Work, model: ModelInput, serving: VersionInput | None) -> list[gates.Verdict]:
+    spec = model.spec
+    thresholds = gates.check_thresholds(w.v.spec.metrics, spec.promotion.thresholds, model=model.name)
     rule = spec.promotion.compare_to_production
     if rule is not None and serving is not None and serving.name == w.v.name and w.v.spec.stage is Stage.PRODUCTION:
         return [thresholds, gates.serving_itself()]
@@ -181,6 +243,7 @@ def _metric_verdicts(w: Work, spec: RegisteredModelSpec, serving: VersionInput |
             production_version=serving.spec.version if serving else None,
             production_metrics=serving.spec.metrics if serving else None,
             is_rollback=any(t.stage is Stage.PRODUCTION for t in w.v.status.history),
+            model=model.name,
         ),
     ]
 
@@ -199,7 +262,11 @@ def _resolve_production(
             candidates.append(w)  # already serving: gates were for entering, not for staying
         elif _rollout_failed_before(w) or failed_now.get(w.v.name) is not None:
             message = failed_now.get(w.v.name) or _condition_message(w.v.status, ROLLED_OUT)
-            _hold(w, "RolloutFailed", message or "the rollout missed its progress deadline")
+            message = message.split(gates.RELEASE_MARK, 1)[0]  # an old condition's, which said it already
+            _hold(w, "RolloutFailed", message or "the rollout missed its progress deadline",
+                  release=f"fix the cause (spec.serving of RegisteredModel {w.v.spec.model}, or the cluster), then "
+                  "change any field of this ModelVersion's spec, e.g. spec.description: a new generation tries "
+                  "the rollout again")  # fmt: skip
             w.phase = Phase.FAILED
         elif w.gates_pass():
             candidates.append(w)
@@ -238,11 +305,17 @@ def _switch(
                 demoted.phase, demoted.waiting = Phase.HELD, "HeldServing"
                 demoted.message = (
                     f"spec.stage is {demoted.v.spec.stage.value}, but this version keeps serving Production until "
-                    "another version takes over; to take the model offline, remove spec.serving from "
+                    f"another version takes over{gates.RELEASE_MARK}ask another version for Production (it takes "
+                    "over once Available); to take the model offline, remove spec.serving from "
                     f"RegisteredModel {demoted.v.spec.model}"
                 )
                 return serving, None
-            _hold(demoted, "KeptServing", "keeps serving Production: no other version can take over yet")
+            _hold(
+                demoted,
+                "KeptServing",
+                "keeps serving Production: no other version can take over yet",
+                release="the version asking for Production passes its gates (see its conditions)",
+            )
         return serving, None
     if winner.v.name != serving and rollouts is not None:
         rollout = rollouts.get(winner.v.name, Rollout(RolloutState.PROGRESSING, "waiting for the Deployment"))
@@ -276,7 +349,9 @@ def _supersede_others(works: dict[str, Work], *, keep: set[str]) -> None:
         if lost_its_place and not w.gates_pass():
             _block(w)
             continue
-        w.message = w.note
+        w.message = (f"a newer Production request won{gates.RELEASE_MARK}set spec.stage to Archived to "
+                     "acknowledge (or, to serve this version, to Archived and back to Production: the newest "
+                     "request wins)")  # fmt: skip
         w.phase, w.stalled = Phase.SUPERSEDED, "Superseded"
 
 
@@ -307,6 +382,9 @@ def _enter(w: Work, stage: Stage) -> None:
         w.reason = "Promoted"
     if w.v.status.stage is not None:
         w.note = f"{previous.value} → {stage.value}"
+    if stage is Stage.PRODUCTION and w.skipped_staging:
+        # The verdict is recomputed on every reconcile; history keeps why Staging was skipped.
+        w.note += f" (stage order: {w.skipped_staging})"
 
 
 def _rank(stage: Stage) -> int:
@@ -314,18 +392,24 @@ def _rank(stage: Stage) -> int:
 
 
 def _block(w: Work) -> None:
+    """Hold a version at a failing gate; the message names each gate that holds it
+    and what would release it, so status alone explains the hold."""
     failed = w.failed_gates()
     if w.artifact_transient:
         w.phase, w.waiting = Phase.WAITING, failed[0].reason
-        w.message = failed[0].message
+        w.message = f"held by {failed[0].gate}: {failed[0].explained()}"
         return
     w.phase, w.stalled = Phase.BLOCKED, failed[0].reason
-    w.message = f"cannot enter {w.v.spec.stage.value}: " + "; ".join(f.message for f in failed)
+    w.message = f"cannot enter {w.v.spec.stage.value}: " + "; and ".join(
+        f"held by {f.gate}: {f.explained()}" for f in failed
+    )
 
 
-def _hold(w: Work, reason: str, message: str) -> None:
-    """Stall a version for a reason its gates do not cover (no model, failed rollout, …)."""
-    w.phase, w.stalled, w.message = Phase.BLOCKED, reason, message
+def _hold(w: Work, reason: str, message: str, *, release: str = "") -> None:
+    """Stall a version for a reason its gates do not cover (no model, failed rollout, …),
+    saying what would release it."""
+    w.phase, w.stalled = Phase.BLOCKED, reason
+    w.message = f"{message}{gates.RELEASE_MARK}{release}" if release else message
 
 
 def _rollout_failed_before(w: Work) -> bool:

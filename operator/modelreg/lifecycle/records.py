@@ -71,6 +71,7 @@ class Work:
     phase: Phase = Phase.READY
     stalled: str | None = None
     waiting: str | None = None
+    skipped_staging: str = ""  # why the Strict stage order lets it into Production without Staging: history
 
     def gates_pass(self) -> bool:
         return all(verdict.passed for verdict in self.verdicts)

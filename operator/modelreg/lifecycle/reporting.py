@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from modelreg import statuses
+from modelreg import gates, statuses
 from modelreg.api.common import Stage
 from modelreg.api.modelversion import MAX_HISTORY, ArtifactStatus, ModelVersionStatus, Phase, Transition
-from modelreg.api.registeredmodel import RegisteredModelStatus
+from modelreg.api.registeredmodel import MAX_SERVED_ARTIFACTS, BestBy, RegisteredModelStatus, ServedArtifact
 from modelreg.lifecycle.records import ARTIFACT_VERIFIED, ROLLED_OUT, Event, ModelInput, Plan, Work, timestamp
 from modelreg.versionorder import newest_key
 
@@ -35,7 +35,7 @@ def finish(
     model_status = None
     if model is not None:
         model_status = _model_status(model, works, production=production, staging=staging, at=at, events=events,
-                                     refusals=refusals)  # fmt: skip
+                                     refusals=refusals, statuses_out=out)  # fmt: skip
     retry = any(w.artifact_transient and w.v.artifact is not None for w in works.values())
     return Plan(versions=out, model=model_status, events=events, production=production, staging=staging,
                 rolling_out=rolling_out, retry=retry)  # fmt: skip
@@ -52,7 +52,7 @@ def _version_status(
         state = "True" if verdict.passed else ("Unknown" if verdict.gate == ARTIFACT_VERIFIED and
                                                 w.artifact_transient else "False")  # fmt: skip
         cond.append(statuses.condition(prev_conditions, type_=verdict.gate, status=state, reason=verdict.reason,
-                                       message=verdict.message, generation=gen, at=at))  # fmt: skip
+                                       message=verdict.explained(), generation=gen, at=at))  # fmt: skip
     if w.v.name == rolling_out or w.phase in (Phase.FAILED, Phase.DEGRADED):
         rolled = "False"
         reason = {Phase.FAILED: "RolloutFailed", Phase.DEGRADED: "ServingRolloutFailed"}.get(
@@ -120,7 +120,7 @@ def _artifact_facts(w: Work) -> ArtifactStatus | None:
 
 def _first_failure_message(w: Work) -> str:
     failed = w.failed_gates()
-    return failed[0].message if failed else ""
+    return f"{failed[0].gate}: {failed[0].explained()}" if failed else ""
 
 
 def _gate_events(w: Work, old: ModelVersionStatus, cond: list[dict[str, object]], events: list[Event]) -> None:
@@ -151,6 +151,7 @@ def _model_status(
     at: str,
     events: list[Event],
     refusals: Sequence[str],
+    statuses_out: dict[str, ModelVersionStatus],
 ) -> RegisteredModelStatus:
     prev = [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in model.status.conditions]
     gen = model.generation
@@ -189,6 +190,7 @@ def _model_status(
     if prod_version != model.status.production_version and prod_version is not None:
         events.append(Event("RegisteredModel", model.name, "ProductionChanged",
                             f"version {prod_version} serves Production"))  # fmt: skip
+    best = _best(model, works)
     return RegisteredModelStatus.model_validate(
         {
             "observedGeneration": gen,
@@ -196,9 +198,40 @@ def _model_status(
             "stagingVersion": staging_version,
             "versionCount": len(works),
             "endpoint": model.name if model.spec.serving is not None else None,
+            "bestVersion": best[0] if best else None,
+            "bestValue": best[1] if best else None,
+            "servedArtifacts": _served_artifacts(model, prod_version, statuses_out.get(production or "")),
             "conditions": cond,
         }
     )
+
+
+def _best(model: ModelInput, works: dict[str, Work]) -> tuple[str, float] | None:
+    """The best version by the model's chosen metric, among the versions whose
+    artifact is verified, whatever their stage (a duplicate object never counts)."""
+    promotion = model.spec.promotion
+    rule = promotion.best_by
+    compare = promotion.compare_to_production
+    if rule is None and compare is not None:
+        rule = BestBy(metric=compare.metric, direction=compare.direction)
+    if rule is None:
+        return None
+    verified = [(w.v.spec.version, w.v.spec.metrics) for w in works.values()
+                if w.artifact_ok and w.stalled != "DuplicateVersion"]  # fmt: skip
+    return gates.best_version(verified, rule)
+
+
+def _served_artifacts(
+    model: ModelInput, version: str | None, status: ModelVersionStatus | None
+) -> list[ServedArtifact]:
+    """The model's record of artifacts that served Production, with the one
+    serving now: it outlives the versions, so deleting a version does not make
+    the stage order forget that its artifact served."""
+    kept = list(model.status.served_artifacts)
+    digest = status.artifact.digest if status is not None and status.artifact is not None else None
+    if version is None or not digest or any(a.digest == digest for a in kept):
+        return kept
+    return [*kept, ServedArtifact(digest=digest, version=version)][-MAX_SERVED_ARTIFACTS:]
 
 
 def _entered_at(w: Work, now: datetime) -> datetime | None:
