@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from modelreg.api.modelversion import ArtifactStatus
+from modelreg.api.modelversion import ArtifactStatus, ValidationStatus
 
 
 class ArtifactReason(enum.StrEnum):
@@ -55,3 +55,17 @@ class Rollout:
     state: RolloutState
     message: str = ""
     available: int | None = None  # Pods available, when known
+
+
+@dataclass(frozen=True)
+class ValidationCheck:
+    """Where a version's validation Job stands (`validating.decide`), for its gate.
+
+    `passed` None: not known yet (the Job runs, or waits for the artifact). `record`
+    is what status.validation says from now on (None: keep what it says)."""
+
+    passed: bool | None
+    reason: str
+    message: str
+    record: ValidationStatus | None = None
+    gated: bool = True  # False: no gate now (nothing asks for one), only the record to keep

@@ -13,6 +13,7 @@ from modelreg.api.registeredmodel import CompareToProduction, Direction, MetricT
 
 METRIC_THRESHOLDS = "MetricThresholds"
 COMPARED_TO_PRODUCTION = "ComparedToProduction"
+VALIDATION_PASSED = "ValidationPassed"
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Verdict:
     passed: bool
     reason: str
     message: str
+    pending: bool = False  # not known yet (a validation Job runs): Unknown, and waited for, not blocked on
 
 
 def check_thresholds(metrics: Mapping[str, float], thresholds: list[MetricThreshold]) -> Verdict:

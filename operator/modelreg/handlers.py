@@ -116,10 +116,23 @@ _OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED)
 @kopf.on.event("", "v1", "services", labels=_OWNED)
+@kopf.on.event("batch", "v1", "jobs", labels=_OWNED)
 async def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
-    """A change to a Deployment or Service we own: its rollout moved, or someone edited it."""
+    """A change to a Deployment, Service or validation Job we own: its rollout moved, a
+    Job finished, or someone edited it."""
     if namespace:
         memo.queue.add((namespace, labels["modelreg.dev/model"]))
+
+
+_VALIDATION_PODS: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.dev/validation": kopf.PRESENT}
+
+
+@kopf.on.event("", "v1", "pods", labels=_VALIDATION_PODS)
+async def on_validation_pod_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+    """A validation Job's Pod changed: an image that cannot be pulled or a Pod with no
+    node never changes its Job, and must still be seen at once (`validating`)."""
+    if namespace:
+        memo.queue.add((namespace, labels["modelreg.dev/validation"]))
 
 
 async def _worker(memo: Runtime, index: int) -> None:

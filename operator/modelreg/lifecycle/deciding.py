@@ -66,7 +66,7 @@ def plan(
     for _ in range(len(ordered) + 2):
         works = {v.name: _start(v, requested_now) for v in ordered}
         for w in works.values():
-            w.verdicts += _metric_verdicts(w, model.spec, serving)
+            w.verdicts += _metric_verdicts(w, model.spec, serving) + _validation_verdicts(w)
         winner = _resolve_production(works, serving, rollouts)
         production, rolling_out = _switch(works, serving, winner, rollouts, held=model.spec.serving is not None)
         decided = by_name[production] if production else None
@@ -163,8 +163,22 @@ def _incumbent(versions: Sequence[VersionInput]) -> VersionInput | None:
     return max(serving, key=lambda v: newest_key(timestamp(v.status.production_requested_at), v.spec.version, v.name))
 
 
+def _validation_verdicts(w: Work) -> list[gates.Verdict]:
+    check = w.v.validation
+    if check is None or not check.gated:
+        return []
+    return [gates.Verdict(gates.VALIDATION_PASSED, check.passed is True, check.reason, check.message,
+                          pending=check.passed is None)]  # fmt: skip
+
+
+def _metrics(v: VersionInput) -> dict[str, float]:
+    """What the metric gates read: spec.metrics, and over them what its validation Job measured."""
+    record = v.validation.record if v.validation is not None and v.validation.record else v.status.validation
+    return dict(v.spec.metrics) | (dict(record.metrics) if record is not None else {})
+
+
 def _metric_verdicts(w: Work, spec: RegisteredModelSpec, serving: VersionInput | None) -> list[gates.Verdict]:
-    thresholds = gates.check_thresholds(w.v.spec.metrics, spec.promotion.thresholds)
+    thresholds = gates.check_thresholds(_metrics(w.v), spec.promotion.thresholds)
     rule = spec.promotion.compare_to_production
     if rule is not None and serving is not None and serving.name == w.v.name and w.v.spec.stage is Stage.PRODUCTION:
         return [thresholds, gates.serving_itself()]
@@ -173,10 +187,10 @@ def _metric_verdicts(w: Work, spec: RegisteredModelSpec, serving: VersionInput |
     return [
         thresholds,
         gates.check_against_production(
-            w.v.spec.metrics,
+            _metrics(w.v),
             spec.promotion.compare_to_production,
             production_version=serving.spec.version if serving else None,
-            production_metrics=serving.spec.metrics if serving else None,
+            production_metrics=_metrics(serving) if serving else None,
             is_rollback=any(t.stage is Stage.PRODUCTION for t in w.v.status.history),
         ),
     ]
@@ -312,6 +326,10 @@ def _block(w: Work) -> None:
     if w.artifact_transient:
         w.phase, w.waiting = Phase.WAITING, failed[0].reason
         w.message = failed[0].message
+        return
+    if all(f.pending for f in failed):  # a validation Job runs: on its way, not blocked
+        w.phase, w.waiting = Phase.RECONCILING, failed[0].reason
+        w.message = f"cannot enter {w.v.spec.stage.value} yet: " + "; ".join(f.message for f in failed)
         return
     w.phase, w.stalled = Phase.BLOCKED, failed[0].reason
     w.message = f"cannot enter {w.v.spec.stage.value}: " + "; ".join(f.message for f in failed)

@@ -10,7 +10,7 @@ from modelreg import gates
 from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus, Phase
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus
-from modelreg.facts import ArtifactCheck
+from modelreg.facts import ArtifactCheck, ValidationCheck
 
 ARTIFACT_VERIFIED = "ArtifactVerified"
 ROLLED_OUT = "RolledOut"
@@ -25,6 +25,7 @@ class VersionInput:
     artifact: ArtifactCheck | None = None  # None: not checked this time; keep what status says
     uid: str = ""
     created: datetime | None = None  # metadata.creationTimestamp: the older of two same-version objects wins
+    validation: ValidationCheck | None = None  # None: the model validates nothing now; status.validation stays
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ def _version_status(
     gen = w.v.generation
     cond = []
     for verdict in w.verdicts:
-        state = "True" if verdict.passed else ("Unknown" if verdict.gate == ARTIFACT_VERIFIED and
-                                                w.artifact_transient else "False")  # fmt: skip
+        state = "True" if verdict.passed else ("Unknown" if (verdict.gate == ARTIFACT_VERIFIED and
+                                                w.artifact_transient) or verdict.pending else "False")  # fmt: skip
         cond.append(statuses.condition(prev_conditions, type_=verdict.gate, status=state, reason=verdict.reason,
                                        message=verdict.message, generation=gen, at=at))  # fmt: skip
     if w.v.name == rolling_out or w.phase in (Phase.FAILED, Phase.DEGRADED):
@@ -102,6 +102,7 @@ def _version_status(
             "artifact": _artifact_facts(w),
             "productionRequestedAt": w.requested_at,
             "deploymentName": old.deployment_name,
+            "validation": w.v.validation.record if w.v.validation and w.v.validation.record else old.validation,
             "history": history,
             "conditions": cond,
         }
