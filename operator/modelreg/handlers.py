@@ -124,17 +124,6 @@ async def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | No
         memo.queue.add((namespace, labels["modelreg.dev/model"]))
 
 
-_VALIDATION_PODS: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.dev/validation": kopf.PRESENT}
-
-
-@kopf.on.event("", "v1", "pods", labels=_VALIDATION_PODS)
-async def on_validation_pod_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
-    """A validation Job's Pod changed: an image that cannot be pulled or a Pod with no
-    node never changes its Job, and must still be seen at once (`validating`)."""
-    if namespace:
-        memo.queue.add((namespace, labels["modelreg.dev/validation"]))
-
-
 async def _worker(memo: Runtime, index: int) -> None:
     while True:
         key = await memo.queue.get()
