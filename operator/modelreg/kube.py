@@ -199,21 +199,6 @@ def read_owned(client: ApiClient, *, namespace: str, model: str) -> OwnedObjects
     )
 
 
-def read_jobs(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
-    """The validation Jobs of one model (by label; the caller checks the owner)."""
-    selector = f"modelreg.dev/model={model},app.kubernetes.io/managed-by=modelreg"
-    jobs = BatchV1Api(client).list_namespaced_job(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
-    return [client.sanitize_for_serialization(j) for j in jobs.items]
-
-
-def read_validation_pods(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
-    """The Pods of a model's validation Jobs: why a Job that has not finished will
-    not (an image that cannot be pulled, no node for it)."""
-    selector = f"modelreg.dev/validation={model},app.kubernetes.io/managed-by=modelreg"
-    pods = CoreV1Api(client).list_namespaced_pod(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
-    return [client.sanitize_for_serialization(p) for p in pods.items]
-
-
 def apply_object(client: ApiClient, namespace: str, obj: Obj) -> None:
     """Server-side apply of an owned Deployment or Service. Forcing takes back
     the fields we render (and only those) from whoever changed them."""
@@ -291,6 +276,21 @@ def delete_owned(client: ApiClient, namespace: str, *, kind: str, name: str) -> 
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def read_jobs(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
+    """The validation Jobs of one model (by label; the caller checks the owner)."""
+    selector = f"modelreg.dev/model={model},app.kubernetes.io/managed-by=modelreg"
+    jobs = BatchV1Api(client).list_namespaced_job(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
+    return [client.sanitize_for_serialization(j) for j in jobs.items]
+
+
+def read_validation_pods(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
+    """The Pods of a model's validation Jobs: why a Job that has not finished will
+    not (an image that cannot be pulled, no node for it)."""
+    selector = f"modelreg.dev/validation={model},app.kubernetes.io/managed-by=modelreg"
+    pods = CoreV1Api(client).list_namespaced_pod(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
+    return [client.sanitize_for_serialization(p) for p in pods.items]
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ _SUFFIX = "-validate-"
 # Waiting reasons that no retry of the kubelet fixes; the Job would wait out its deadline.
 _PULL = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 _CONFIG = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+# Failures read from a Pod while its Job runs on: that Job is deleted.
+STUCK = frozenset({"ImagePullFailed", "Unschedulable", "ContainerConfigError"})
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,8 @@ def decide(
     uid = (job.get("metadata") or {}).get("uid")
     own_pods = [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(JOB_UID_LABEL) == uid]
     record = outcome(job, own_pods, now=now, key=key, generation=v.generation, digest=v.digest, previous=v.record)
-    if record.result is ValidationResult.FAILED and not finished(job):
-        stale += (job["metadata"]["name"],)  # stuck (no image, no node): nothing left to wait for
+    if record.result is ValidationResult.FAILED and record.reason in STUCK and not finished(job):
+        stale += (job["metadata"]["name"],)  # no image, no node: nothing left to wait for but its deadline
     return Decision(_from_record(record), delete=stale)
 
 
@@ -314,7 +316,7 @@ def verdict_metrics(spec_metrics: Mapping[str, float], record: ValidationStatus 
 def _failure(name: str, failed: Obj, pods: Sequence[Obj]) -> tuple[str, str]:
     reason = str(failed.get("reason") or "Failed")
     if reason == "DeadlineExceeded":
-        return reason, f"validation Job {name} ran past its activeDeadlineSeconds: {failed.get('message', '')}".strip()
+        return reason, f"validation Job {name} ran past its activeDeadlineSeconds: {_tail(failed.get('message', ''))}"
     last = _last(pods, phase="Failed")
     for kind, key in (("init container", "initContainerStatuses"), ("container", "containerStatuses")):
         for cs in (last.get("status") or {}).get(key) or [] if last else []:
@@ -325,7 +327,7 @@ def _failure(name: str, failed: Obj, pods: Sequence[Obj]) -> tuple[str, str]:
                 said = _tail(str(term.get("message") or ""))
                 text = f"validation Job {name}: {kind} {cs.get('name')} exited {code}"
                 return what, text + (f": {said}" if said else "")
-    return reason, f"validation Job {name} failed ({reason}): {failed.get('message', '')}".strip()
+    return reason, f"validation Job {name} failed ({reason}): {_tail(failed.get('message', ''))}".rstrip(": ")
 
 
 def _stuck(name: str, pods: Sequence[Obj]) -> tuple[str, str] | None:

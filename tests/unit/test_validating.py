@@ -406,3 +406,14 @@ def test_pods_of_another_job_say_nothing_about_this_one() -> None:
 )
 def test_metrics_are_a_json_object_of_numbers(message: str, metrics: dict[str, float]) -> None:
     assert validating.metrics_of(message) == metrics
+
+
+def test_a_job_failing_on_its_own_is_left_to_its_ttl_with_its_logs() -> None:
+    """Only a stuck Job is deleted: one the Job controller is failing (FailureTarget,
+    its Pods still terminating) keeps its Pods' logs until its TTL."""
+    decision = decide_on(
+        {"conditions": [true("FailureTarget", "BackoffLimitExceeded")]},
+        [pod("Failed", containers=[terminated("validate", 1, "boom")])],
+    )
+    assert record_of(decision).result is ValidationResult.FAILED
+    assert decision.delete == ()
