@@ -42,6 +42,20 @@ class ArtifactCheck:
         return self.reason in (ArtifactReason.STORAGE_UNAVAILABLE, ArtifactReason.VERIFYING)
 
 
+@dataclass(frozen=True)
+class ValidationCheck:
+    """Where a version's validation Job stands (`validating.decide`), for its gate.
+
+    `passed` None: not known yet (the Job runs, or waits for the artifact). `record`
+    is what status.validation says from now on (None: keep what it says)."""
+
+    passed: bool | None
+    reason: str
+    message: str
+    record: ValidationStatus | None = None
+    gated: bool = True  # False: no gate now (nothing asks for one), only the record to keep
+
+
 class RolloutState(enum.StrEnum):
     PROGRESSING = "Progressing"
     AVAILABLE = "Available"
@@ -55,17 +69,3 @@ class Rollout:
     state: RolloutState
     message: str = ""
     available: int | None = None  # Pods available, when known
-
-
-@dataclass(frozen=True)
-class ValidationCheck:
-    """Where a version's validation Job stands (`validating.decide`), for its gate.
-
-    `passed` None: not known yet (the Job runs, or waits for the artifact). `record`
-    is what status.validation says from now on (None: keep what it says)."""
-
-    passed: bool | None
-    reason: str
-    message: str
-    record: ValidationStatus | None = None
-    gated: bool = True  # False: no gate now (nothing asks for one), only the record to keep

@@ -112,10 +112,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
             kube.post_event(ctx.client, target, reason=event.reason, message=event.message, warning=event.warning)
     # A refusal found (or cleared) by this reconcile reaches status in the next one.
     changed = refusals != {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
-    # A running Job's Pods are not watched: look again (with backoff) until it ends.
-    validating_now = any(v.validation is not None and v.validation.gated and v.validation.passed is None
-                         for v in inputs)  # fmt: skip
-    return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None or changed or validating_now)
+    return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None or changed)
 
 
 def _delete_serving(

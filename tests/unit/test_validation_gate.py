@@ -120,3 +120,10 @@ def test_status_keeps_the_last_record_when_nothing_is_checked() -> None:
     before = lifecycle.plan(model(**VALIDATED), [checked(version("2", S, effective=D), PASSED)], now=NOW)
     after = lifecycle.plan(model(), [version("2", S, status=before.versions["iris-2"])], now=NOW)
     assert after.versions["iris-2"].validation == PASSED.record
+
+
+def test_a_running_validation_is_looked_at_again_and_a_finished_one_is_not() -> None:
+    running = lifecycle.plan(model(**VALIDATED), [checked(version("2", S, effective=D), RUNNING)], now=NOW)
+    assert running.retry
+    for check in (PASSED, FAILED):
+        assert not lifecycle.plan(model(**VALIDATED), [checked(version("2", S, effective=D), check)], now=NOW).retry

@@ -53,7 +53,7 @@ class Plan:
     production: str | None = None  # object name of the version serving Production
     rolling_out: str | None = None  # object name of the version whose rollout gates the switch
     staging: str | None = None  # object name of the newest Staging version: the staging Service's
-    retry: bool = False  # a transient failure: reconcile again with backoff
+    retry: bool = False  # a transient failure or a gate not known yet: reconcile again with backoff
 
 
 @dataclass

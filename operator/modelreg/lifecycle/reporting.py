@@ -36,7 +36,9 @@ def finish(
     if model is not None:
         model_status = _model_status(model, works, production=production, staging=staging, at=at, events=events,
                                      refusals=refusals)  # fmt: skip
-    retry = any(w.artifact_transient and w.v.artifact is not None for w in works.values())
+    # A gate not known yet is looked at again: a validation Job's Pods are not watched.
+    retry = any((w.artifact_transient and w.v.artifact is not None) or any(v.pending for v in w.verdicts)
+                for w in works.values())  # fmt: skip
     return Plan(versions=out, model=model_status, events=events, production=production, staging=staging,
                 rolling_out=rolling_out, retry=retry)  # fmt: skip
 
