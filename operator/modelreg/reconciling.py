@@ -328,8 +328,12 @@ def _with_validations(
     if template is None and not running:
         return inputs, 0
     jobs = kube.read_jobs(ctx.client, namespace=namespace, model=model_in.name)
-    unfinished = any(not validating.finished(j) for j in jobs)
-    pods = kube.read_validation_pods(ctx.client, namespace=namespace, model=model_in.name) if unfinished else []
+    # Pods say why a running Job is stuck, and what a finished one wrote (its termination
+    # message): read them until every Job's outcome is in status.
+    recorded = {v.status.validation.key for v in inputs
+                if v.status.validation and v.status.validation.result is not ValidationResult.RUNNING}  # fmt: skip
+    unsettled = any(not validating.finished(j) or validating.job_key(j) not in recorded for j in jobs)
+    pods = kube.read_validation_pods(ctx.client, namespace=namespace, model=model_in.name) if unsettled else []
     setting = _validation_setting(ctx, namespace, model_in, inputs, owned) if template is not None else None
     taken = lifecycle.duplicates(inputs)  # never deployed, never validated
     out, writes = [], 0

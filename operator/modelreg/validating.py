@@ -117,10 +117,10 @@ def decide(
         waiting = ValidationCheck(None, "WaitingForArtifact", "the validation Job runs once the artifact is verified")
         return Decision(waiting)
     key = validation_key(setting, digest=v.digest, generation=v.generation)
-    stale = _names(j for j in unfinished if _key(j) != key)
+    stale = _names(j for j in unfinished if job_key(j) != key)
     if v.record is not None and v.record.key == key and v.record.result is not ValidationResult.RUNNING:
         return Decision(_from_record(v.record), delete=stale)
-    job = next((j for j in mine if _key(j) == key), None)
+    job = next((j for j in mine if job_key(j) == key), None)
     if job is None:
         name = job_name(setting.model, v, key)
         started = now.replace(microsecond=0)
@@ -266,14 +266,14 @@ def outcome(
         said = _container_message(_last(pods, phase="Succeeded"), CONTAINER)
         message = f"validation Job {name} succeeded" + (f": {_tail(said)}" if said else "")
         finished = _time(status.get("completionTime")) or _time(done.get("lastTransitionTime"))
-        passed = {"result": "Passed", "reason": "Succeeded", "message": message, "metrics": metrics_of(said)}
+        passed = {"result": "Passed", "reason": "Succeeded", "message": message, "metrics": metrics_of(said) or None}
         return ValidationStatus.model_validate(base | passed | {"finishedAt": finished or now})
     failed = conditions.get("Failed") or conditions.get("FailureTarget")
     if failed is not None:
         reason, message = _failure(name, failed, pods)
         said = _container_message(_last(pods, phase="Failed"), CONTAINER)
         finished = _time(failed.get("lastTransitionTime")) or now
-        failure = {"result": "Failed", "reason": reason, "message": message, "metrics": metrics_of(said)}
+        failure = {"result": "Failed", "reason": reason, "message": message, "metrics": metrics_of(said) or None}
         return ValidationStatus.model_validate(base | failure | {"finishedAt": finished})
     stuck = _stuck(name, pods)
     if stuck is not None:
@@ -306,11 +306,6 @@ def metrics_of(message: str) -> dict[str, float]:
             }
             return dict(sorted(numbers.items())[:MAX_METRICS])
     return {}
-
-
-def verdict_metrics(spec_metrics: Mapping[str, float], record: ValidationStatus | None) -> dict[str, float]:
-    """The metrics the gates read: spec.metrics, and over them what the Job measured."""
-    return dict(spec_metrics) | (dict(record.metrics) if record is not None else {})
 
 
 def _failure(name: str, failed: Obj, pods: Sequence[Obj]) -> tuple[str, str]:
@@ -411,7 +406,8 @@ def _owner(job: Obj) -> str | None:
     return next((r.get("name") for r in refs if r.get("controller") and r.get("kind") == VERSION_KIND), None)
 
 
-def _key(job: Obj) -> str | None:
+def job_key(job: Obj) -> str | None:
+    """The key a Job was made for (its annotation)."""
     return ((job.get("metadata") or {}).get("annotations") or {}).get(KEY_ANNOTATION)
 
 

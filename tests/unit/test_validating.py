@@ -417,3 +417,13 @@ def test_a_job_failing_on_its_own_is_left_to_its_ttl_with_its_logs() -> None:
     )
     assert record_of(decision).result is ValidationResult.FAILED
     assert decision.delete == ()
+
+
+def test_no_metrics_reported_leaves_the_field_out_of_status() -> None:
+    """A server-side apply that empties a map it owned stores null, which the schema refuses
+    (seen on the real node when a new Job's record replaced one with metrics)."""
+    decision = decide_on({"conditions": [true("Complete")]}, [pod("Succeeded", containers=[terminated("validate", 0)])])
+    dumped = record_of(decision).model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert "metrics" not in dumped
+    running = record_of(validating.decide(setting(), version(), jobs=[], pods=[], now=NOW))
+    assert "metrics" not in running.model_dump(by_alias=True, exclude_none=True, mode="json")

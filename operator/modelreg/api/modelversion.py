@@ -207,7 +207,8 @@ class ValidationStatus(ApiModel):
     """The version's metadata.generation the Job validated."""
     digest: Annotated[str, Field(max_length=80)] = ""
     """The artifact digest the Job validated."""
-    metrics: Annotated[dict[str, float], Field(max_length=64)] = {}
+    # None rather than empty: a server-side apply that empties a map it owned stores null, which the schema refuses.
+    metrics: Annotated[dict[str, float] | None, Field(max_length=64)] = None
     """Metrics the Job reported (a JSON object in its termination message); the metric gates read them, over
     spec.metrics of the same name."""
     started_at: Annotated[datetime | None, Field(alias="startedAt")] = None

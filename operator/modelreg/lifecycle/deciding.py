@@ -174,7 +174,7 @@ def _validation_verdicts(w: Work) -> list[gates.Verdict]:
 def _metrics(v: VersionInput) -> dict[str, float]:
     """What the metric gates read: spec.metrics, and over them what its validation Job measured."""
     record = v.validation.record if v.validation is not None and v.validation.record else v.status.validation
-    return dict(v.spec.metrics) | (dict(record.metrics) if record is not None else {})
+    return dict(v.spec.metrics) | (dict(record.metrics or {}) if record is not None else {})
 
 
 def _metric_verdicts(w: Work, spec: RegisteredModelSpec, serving: VersionInput | None) -> list[gates.Verdict]:
