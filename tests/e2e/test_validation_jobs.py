@@ -174,7 +174,8 @@ def test_a_passing_job_lets_a_version_in_and_its_time_is_measured(traffic: Traff
 
 def test_a_failing_job_blocks_the_version_quoting_its_message(traffic: Traffic) -> None:
     t = traffic
-    _model(t, _python("import sys\nprint('checked 150 samples', flush=True)\n"
+    # One stream: the kubelet keeps the order of a stream's lines, not across stdout and stderr.
+    _model(t, _python("import sys\nprint('checked 150 samples', file=sys.stderr)\n"
                       "print('accuracy 0.41 is below 0.8', file=sys.stderr)\nsys.exit(3)"))  # fmt: skip
     apply(t.kube, NAMESPACE, version_manifest(V2.name, model=MODEL, version=V2.number, uri=V2.uri, sha256=V2.sha256,
                                               stage="Staging"))  # fmt: skip
