@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from modelreg.api.modelversion import ArtifactStatus
+from modelreg.api.modelversion import ArtifactStatus, ValidationStatus
 
 
 class ArtifactReason(enum.StrEnum):
@@ -40,6 +40,20 @@ class ArtifactCheck:
     def transient(self) -> bool:
         """Worth retrying as is: the store did not answer (or not yet), it did not say no."""
         return self.reason in (ArtifactReason.STORAGE_UNAVAILABLE, ArtifactReason.VERIFYING)
+
+
+@dataclass(frozen=True)
+class ValidationCheck:
+    """Where a version's validation Job stands (`validating.decide`), for its gate.
+
+    `passed` None: not known yet (the Job runs, or waits for the artifact). `record`
+    is what status.validation says from now on (None: keep what it says)."""
+
+    passed: bool | None
+    reason: str
+    message: str
+    record: ValidationStatus | None = None
+    gated: bool = True  # False: no gate now (nothing asks for one), only the record to keep
 
 
 class RolloutState(enum.StrEnum):

@@ -18,6 +18,7 @@ COMPARED_TO_PRODUCTION = "ComparedToProduction"
 STAGE_ORDER = "StageOrder"
 STAGE_ORDER_EXEMPT = ("DigestServed", "NothingServedYet")  # Production without Staging, as a restore
 RELEASE_MARK = "; to release: "  # between a failing gate's message and what releases it
+VALIDATION_PASSED = "ValidationPassed"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Verdict:
     # What would release a failing gate, for a person: status alone must say both
     # which gate holds a version and what to do about it.
     release: str = ""
+    pending: bool = False  # not known yet (a validation Job runs): Unknown, and waited for, not blocked on
 
     def explained(self) -> str:
         """The message, and for a failing gate what releases it."""

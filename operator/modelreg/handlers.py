@@ -116,8 +116,10 @@ _OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED)
 @kopf.on.event("", "v1", "services", labels=_OWNED)
+@kopf.on.event("batch", "v1", "jobs", labels=_OWNED)
 async def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
-    """A change to a Deployment or Service we own: its rollout moved, or someone edited it."""
+    """A change to a Deployment, Service or validation Job we own: its rollout moved, a
+    Job finished, or someone edited it."""
     if namespace:
         memo.queue.add((namespace, labels["modelreg.dev/model"]))
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import kubernetes
 import kubernetes.config.kube_config
-from kubernetes.client import ApiClient, AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, AppsV1Api, AutoscalingV2Api, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.rest import ApiException
 
 from modelreg.api import FIELD_MANAGER, GROUP, VERSION
@@ -258,7 +258,7 @@ def _refusal(exc: ApiException) -> Refused | None:
 
 
 def create_object(client: ApiClient, namespace: str, obj: Obj) -> Obj | None:
-    """Create an owned Deployment or Service. None when created; when the name is
+    """Create an owned Deployment, Service or Job. None when created; when the name is
     taken, the object that holds it, so the caller can tell its own (adopt it)
     from somebody else's (report the conflict, never take it over)."""
     name, kind = obj["metadata"]["name"], obj["kind"]
@@ -268,6 +268,8 @@ def create_object(client: ApiClient, namespace: str, obj: Obj) -> Obj | None:
             AppsV1Api(client).create_namespaced_deployment(namespace, obj, **kwargs)
         elif kind == "Service":
             CoreV1Api(client).create_namespaced_service(namespace, obj, **kwargs)
+        elif kind == "Job":
+            BatchV1Api(client).create_namespaced_job(namespace, obj, **kwargs)
         else:
             raise ValueError(f"the operator does not own {kind} objects")
         return None
@@ -278,6 +280,8 @@ def create_object(client: ApiClient, namespace: str, obj: Obj) -> Obj | None:
             raise
     if kind == "Deployment":
         live = AppsV1Api(client).read_namespaced_deployment(name, namespace, _request_timeout=_TIMEOUT)
+    elif kind == "Job":
+        live = BatchV1Api(client).read_namespaced_job(name, namespace, _request_timeout=_TIMEOUT)
     else:
         live = CoreV1Api(client).read_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
     taken: Obj = client.sanitize_for_serialization(live)
@@ -285,7 +289,8 @@ def create_object(client: ApiClient, namespace: str, obj: Obj) -> Obj | None:
 
 
 def delete_owned(client: ApiClient, namespace: str, *, kind: str, name: str) -> None:
-    """Delete an owned Deployment or Service (the caller checked its owner)."""
+    """Delete an owned Deployment, Service or Job (the caller checked its owner);
+    a Job's Pods go with it."""
     try:
         if kind == "Deployment":
             AppsV1Api(client).delete_namespaced_deployment(
@@ -293,11 +298,30 @@ def delete_owned(client: ApiClient, namespace: str, *, kind: str, name: str) -> 
             )
         elif kind == "Service":
             CoreV1Api(client).delete_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
+        elif kind == "Job":
+            BatchV1Api(client).delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _request_timeout=_TIMEOUT
+            )
         else:
             raise ValueError(f"the operator does not own {kind} objects")
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def read_jobs(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
+    """The validation Jobs of one model (by label; the caller checks the owner)."""
+    selector = f"modelreg.dev/model={model},app.kubernetes.io/managed-by=modelreg"
+    jobs = BatchV1Api(client).list_namespaced_job(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
+    return [client.sanitize_for_serialization(j) for j in jobs.items]
+
+
+def read_validation_pods(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
+    """The Pods of a model's validation Jobs: why a Job that has not finished will
+    not (an image that cannot be pulled, no node for it)."""
+    selector = f"modelreg.dev/validation={model},app.kubernetes.io/managed-by=modelreg"
+    pods = CoreV1Api(client).list_namespaced_pod(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
+    return [client.sanitize_for_serialization(p) for p in pods.items]
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
-from modelreg import kube, lifecycle, serving, tampering, troubles, verifying
+from modelreg import kube, lifecycle, serving, tampering, troubles, validating, verifying
 from modelreg.api.common import Stage
-from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus
+from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus, ValidationResult
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus, Serving
 from modelreg.drift import find_drift
-from modelreg.facts import Rollout, RolloutState
+from modelreg.facts import Rollout, RolloutState, ValidationCheck
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,10 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     inputs = [v for _, v in parsed if v is not None]
     forged = _forgeries(state.versions, inputs)
     inputs = [dataclasses.replace(v, status=tampering.trusted(v.status)) if v.name in forged else v for v in inputs]
+    job_writes = 0
     if model_in is not None:
         inputs = _with_artifact_checks(ctx, namespace, model_in, inputs, now)
+        inputs, job_writes = _with_validations(ctx, namespace, model_in, inputs, owned, now)
     served = model_in.spec.serving if model_in is not None else None
     refusals = {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
     rollouts, unsettled = None, False
@@ -83,7 +85,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts, refusals=sorted(refusals.values()))
     inputs = [v for v in inputs if v.name not in lifecycle.duplicates(inputs)]  # never deployed
 
-    writes = 0
+    writes = job_writes
     objects = {obj["metadata"]["name"]: obj for obj in state.versions}
     deployed: dict[str, str] = {}
     events = list(plan.events) + [
@@ -264,19 +266,11 @@ def _apply_serving(
     served = model_in.spec.serving
     assert served is not None
     placements = {v.name: _placement(v, plan.versions[v.name]) for v in inputs}
-    storage = model_in.spec.storage
-    ref = storage.credentials_secret if storage else None
     desired = serving.plan_serving(
         model=model_in.name,
         model_uid=model_obj["metadata"]["uid"],
         serving=served,
-        storage=serving.StorageEnv(
-            endpoint=storage.endpoint if storage else None,
-            region=storage.region if storage else None,
-            secret_name=ref.name if ref else None,
-            access_key_id_key=ref.access_key_id_key if ref else "AWS_ACCESS_KEY_ID",
-            secret_access_key_key=ref.secret_access_key_key if ref else "AWS_SECRET_ACCESS_KEY",
-        ),
+        storage=_storage_env(model_in),
         versions=placements,
         production=plan.production,
         rolling_out=plan.rolling_out,
@@ -329,6 +323,130 @@ def _apply_serving(
         if d["metadata"]["name"] in by_deployment
     }
     return writes, deployed, events
+
+
+def _storage_env(model_in: lifecycle.ModelInput) -> serving.StorageEnv:
+    """How Pods that fetch the artifact (serving, validation) reach the store."""
+    storage = model_in.spec.storage
+    ref = storage.credentials_secret if storage else None
+    return serving.StorageEnv(
+        endpoint=storage.endpoint if storage else None,
+        region=storage.region if storage else None,
+        secret_name=ref.name if ref else None,
+        access_key_id_key=ref.access_key_id_key if ref else "AWS_ACCESS_KEY_ID",
+        secret_access_key_key=ref.secret_access_key_key if ref else "AWS_SECRET_ACCESS_KEY",
+    )
+
+
+def _with_validations(
+    ctx: Context,
+    namespace: str,
+    model_in: lifecycle.ModelInput,
+    inputs: list[lifecycle.VersionInput],
+    owned: kube.OwnedObjects,
+    now: datetime.datetime,
+) -> tuple[list[lifecycle.VersionInput], int]:
+    """Each version with where its validation Job stands (`validating.decide`),
+    after creating the Jobs it needs and deleting the ones no longer wanted.
+    Jobs are read only when the model validates or a Job may still run."""
+    template = model_in.spec.promotion.validation
+    running = any(v.status.validation and v.status.validation.result is ValidationResult.RUNNING for v in inputs)
+    if template is None and not running:
+        return inputs, 0
+    jobs = kube.read_jobs(ctx.client, namespace=namespace, model=model_in.name)
+    # Pods say why a running Job is stuck, and what a finished one wrote (its termination
+    # message): read them until every Job's outcome is in status.
+    recorded = {v.status.validation.key for v in inputs
+                if v.status.validation and v.status.validation.result is not ValidationResult.RUNNING}  # fmt: skip
+    unsettled = any(not validating.finished(j) or validating.job_key(j) not in recorded for j in jobs)
+    pods = kube.read_validation_pods(ctx.client, namespace=namespace, model=model_in.name) if unsettled else []
+    setting = _validation_setting(ctx, namespace, model_in, inputs, owned) if template is not None else None
+    taken = lifecycle.duplicates(inputs)  # never deployed, never validated
+    out, writes = [], 0
+    for v in inputs:
+        if v.name in taken:
+            out.append(v)
+            continue
+        decision = validating.decide(setting, _validation_view(v), jobs=jobs, pods=pods, now=now)
+        check = decision.check
+        if decision.create is not None:
+            check, created = _create_job(ctx, namespace, model_in, decision.create, check)
+            writes += created
+        for name in decision.delete:
+            kube.delete_owned(ctx.client, namespace, kind="Job", name=name)
+            writes += 1
+        out.append(dataclasses.replace(v, validation=check))
+    return out, writes
+
+
+def _create_job(
+    ctx: Context, namespace: str, model_in: lifecycle.ModelInput, job: Obj, check: ValidationCheck | None
+) -> tuple[ValidationCheck | None, int]:
+    """Create a validation Job. A Job the API server refuses (a quota, a policy) or
+    one whose store the operator may not hand out is not recorded as an outcome:
+    the gate says why, and the next reconcile tries again."""
+    name = job["metadata"]["name"]
+    if (refusal := ctx.verifier.storage_refusal(ctx.client, namespace=namespace, model=model_in)) is not None:
+        return ValidationCheck(False, "JobRefused", f"validation Job {name} is not created: {refusal}"), 0
+    try:
+        taken = kube.create_object(ctx.client, namespace, job)
+    except kube.Refused as exc:
+        return ValidationCheck(False, "JobRefused", f"the API server refused validation Job {name}: {exc}"), 0
+    # A name taken is our own Job (the name hashes the version and the key): the next reconcile reads it.
+    return check, 0 if taken is not None else 1
+
+
+def _validation_setting(
+    ctx: Context,
+    namespace: str,
+    model_in: lifecycle.ModelInput,
+    inputs: list[lifecycle.VersionInput],
+    owned: kube.OwnedObjects,
+) -> validating.Setting:
+    template = model_in.spec.promotion.validation
+    assert template is not None
+    production = next((v for v in inputs if v.status.stage is Stage.PRODUCTION), None)
+    endpoint = None
+    service = owned.services.get(serving.service_names(model_in.name)[0])
+    if production is not None and service is not None:
+        # The ClusterIP works without cluster DNS; the name is what DNS would resolve.
+        ip = (service.get("spec") or {}).get("clusterIP")
+        host = ip if ip and ip != "None" else f"{model_in.name}.{namespace}.svc"
+        endpoint = f"http://{host}:80"
+    return validating.Setting(
+        namespace=namespace,
+        model=model_in.name,
+        template=template,
+        served=model_in.spec.serving,
+        storage=_storage_env(model_in),
+        operator_image=ctx.operator_image,
+        production_version=production.spec.version if production is not None else None,
+        production_endpoint=endpoint,
+    )
+
+
+def _validation_view(v: lifecycle.VersionInput) -> validating.Version:
+    """The version as `validating` needs it; the digest only once verified (this
+    reconcile's check, or the last one status holds)."""
+    if v.artifact is not None:
+        verified = v.artifact.ok and v.artifact.facts is not None
+        digest = v.artifact.facts.digest if verified and v.artifact.facts else None
+    else:
+        old = next((c for c in v.status.conditions if c.type == lifecycle.ARTIFACT_VERIFIED), None)
+        digest = v.status.artifact.digest if old is not None and old.status == "True" and v.status.artifact else None
+    return validating.Version(
+        name=v.name,
+        uid=v.uid,
+        generation=v.generation,
+        version=v.spec.version,
+        uri=v.spec.artifact.uri,
+        metrics=v.spec.metrics,
+        stage=v.spec.stage,
+        effective=v.status.stage or Stage.DEVELOPMENT,
+        served_before=any(t.stage is Stage.PRODUCTION for t in v.status.history),
+        digest=digest if digest and digest.startswith("sha256:") else None,
+        record=v.status.validation,
+    )
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ def render_deployment(
             # The stage lives on the Deployment, not the Pod template: a stage change
             # must not restart Pods.
             "labels": selector | MANAGED_BY | {STAGE_LABEL: stage.value},
-            "ownerReferences": [_owner(VERSION_KIND, version.name, version.uid)],
+            "ownerReferences": [owner_reference(VERSION_KIND, version.name, version.uid)],
         },
         "spec": spec,
     }
@@ -149,7 +149,7 @@ def render_service(*, model: str, model_uid: str, serving: Serving, staging: boo
         "metadata": {
             "name": name,
             "labels": {MODEL_LABEL: model, STAGE_LABEL: "Staging" if staging else "Production"} | MANAGED_BY,
-            "ownerReferences": [_owner(MODEL_KIND, model, model_uid)],
+            "ownerReferences": [owner_reference(MODEL_KIND, model, model_uid)],
         },
         "spec": {
             "type": "ClusterIP",
@@ -162,15 +162,14 @@ def render_service(*, model: str, model_uid: str, serving: Serving, staging: boo
 
 
 def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, operator_image: str) -> Obj:
-    volume_mount = [{"name": "model", "mountPath": MODELS_DIR}]
     container: Obj = {
         "name": "server",
         "image": serving.image,
         "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
         "env": [{"name": ARTIFACT_PATH_ENV, "value": ARTIFACT_PATH}]
         + [{"name": e.name, "value": e.value} for e in serving.env],
-        "volumeMounts": [{**volume_mount[0], "readOnly": True}],
-        "securityContext": _restricted(),
+        "volumeMounts": [{"name": "model", "mountPath": MODELS_DIR, "readOnly": True}],
+        "securityContext": restricted(),
     }
     if serving.args:
         container["args"] = list(serving.args)
@@ -183,12 +182,22 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
     container["readinessProbe"] = _readiness_probe(serving)
     # The kubelet's own sleep: no binary needed in the image (Kubernetes 1.30+).
     container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
+    return artifact_pod(container=container, version=version, storage=storage, operator_image=operator_image,
+                        serving=serving)  # fmt: skip
+
+
+def artifact_pod(*, container: Obj, version: VersionRef, storage: StorageEnv, operator_image: str,
+                 serving: Serving | None) -> Obj:  # fmt: skip
+    """A Pod spec whose `container` finds the verified artifact at ARTIFACT_PATH: the
+    `fetch-artifact` init container downloads it and re-checks the recorded digest
+    first. Restricted security context; placed by `serving`'s nodeSelector and
+    tolerations. Shared by serving Deployments and validation Jobs (`validating`)."""
     fetch: Obj = {
         "name": "fetch-artifact",
         "image": operator_image,
         "args": ["fetch-artifact", "--uri", version.uri, "--sha256", version.digest, "--dest", ARTIFACT_PATH],
-        "volumeMounts": volume_mount,
-        "securityContext": _restricted(),
+        "volumeMounts": [{"name": "model", "mountPath": MODELS_DIR}],
+        "securityContext": restricted(),
     }
     if env := _storage_env(storage):  # the API server drops an empty list; so do we
         fetch["env"] = env
@@ -204,9 +213,9 @@ def _pod_spec(*, serving: Serving, version: VersionRef, storage: StorageEnv, ope
         "containers": [container],
         "volumes": [{"name": "model", "emptyDir": {}}],
     }
-    if serving.node_selector:
+    if serving is not None and serving.node_selector:
         pod["nodeSelector"] = dict(serving.node_selector)
-    if serving.tolerations:
+    if serving is not None and serving.tolerations:
         pod["tolerations"] = [_toleration(t) for t in serving.tolerations]
     return pod
 
@@ -249,7 +258,8 @@ def _storage_env(storage: StorageEnv) -> list[Obj]:
     return env
 
 
-def _restricted() -> Obj:
+def restricted() -> Obj:
+    """The container security context of everything the operator runs."""
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -259,7 +269,7 @@ def _restricted() -> Obj:
     }
 
 
-def _owner(kind: str, name: str, uid: str) -> Obj:
+def owner_reference(kind: str, name: str, uid: str) -> Obj:
     return {"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid, "controller": True,
             "blockOwnerDeletion": True}  # fmt: skip
 

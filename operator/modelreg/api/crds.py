@@ -141,8 +141,16 @@ def custom_resource_definitions() -> dict[str, dict[str, Any]]:
     }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Writes a schema used in two places twice, never as a YAML anchor and alias:
+    a person reading the CRD sees each field's rules where the field is."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render(crd: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(crd, sort_keys=False, width=120)
+    return HEADER + yaml.dump(crd, Dumper=_NoAliases, sort_keys=False, width=120)
 
 
 def kustomization() -> str:

@@ -189,6 +189,44 @@ class ArtifactStatus(ApiModel):
     """When the artifact was last verified."""
 
 
+class ValidationResult(enum.StrEnum):
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+MAX_VALIDATION_MESSAGE = 1024
+"""Characters of a validation Job's termination message kept in status (its end)."""
+
+
+class ValidationStatus(ApiModel):
+    """The last validation Job of this version (RegisteredModel spec.promotion.validation)."""
+
+    key: Annotated[str, Field(max_length=64)]
+    """Hash of what the Job depended on (artifact digest, Job template, version generation): it runs again only
+    when this changes."""
+    job_name: Annotated[str, Field(alias="jobName", max_length=63)]
+    """The Job; deleted after its ttlSecondsAfterFinished, while this outcome stays."""
+    result: ValidationResult
+    """Running, Passed or Failed."""
+    reason: Annotated[str, Field(max_length=128)] = ""
+    """Why, in one word (e.g. Succeeded, Failed, DeadlineExceeded, ImagePullFailed, Unschedulable)."""
+    message: Annotated[str, Field(max_length=4096)] = ""
+    """What happened, quoting the end of the Job's termination message."""
+    generation: int = 0
+    """The version's metadata.generation the Job validated."""
+    digest: Annotated[str, Field(max_length=80)] = ""
+    """The artifact digest the Job validated."""
+    # None rather than empty: a server-side apply that empties a map it owned stores null, which the schema refuses.
+    metrics: Annotated[dict[str, float] | None, Field(max_length=64)] = None
+    """Metrics the Job reported (a JSON object in its termination message); the metric gates read them, over
+    spec.metrics of the same name."""
+    started_at: Annotated[datetime | None, Field(alias="startedAt")] = None
+    """When the Job was created."""
+    finished_at: Annotated[datetime | None, Field(alias="finishedAt")] = None
+    """When its outcome was known."""
+
+
 class Transition(ApiModel):
     """One change of effective stage."""
 
@@ -217,6 +255,8 @@ class ModelVersionStatus(ApiModel):
     """When the operator first saw spec.stage ask for Production; the newest request wins."""
     deployment_name: Annotated[str | None, Field(alias="deploymentName")] = None
     """The Deployment serving this version, if any."""
+    validation: ValidationStatus | None = None
+    """The last validation Job's outcome, when the model has one (RegisteredModel spec.promotion.validation)."""
     history: Annotated[list[Transition], Field(max_length=MAX_HISTORY)] = []
     """The last transitions of the effective stage, oldest first."""
     conditions: Annotated[list[Condition], Field(json_schema_extra={

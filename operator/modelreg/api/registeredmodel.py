@@ -250,6 +250,54 @@ class BestBy(ApiModel):
     """Whether higher or lower values are better."""
 
 
+VALIDATION_ENV_PREFIX = "MODELREG_"
+"""Variables the operator sets for a validation Job (the version's facts) start with this."""
+
+
+class GuardedStage(enum.StrEnum):
+    """A stage a validation Job can guard."""
+
+    STAGING = "Staging"
+    PRODUCTION = "Production"
+
+
+class ValidationJob(ApiModel):
+    """A Job the operator runs for each version that asks for a guarded stage, on the same
+    verified artifact as serving (mounted at /models, path in MODEL_PATH); exit 0 passes."""
+
+    image: Annotated[str, Field(min_length=1, max_length=1024, json_schema_extra={
+        **admission_only(pattern=r"^\S+$"),
+        **friendly("self.matches(r'^\\S+$')", "must be an image reference without whitespace, "
+                   "e.g. registry.example.com/team/validate:1.0")})]  # fmt: skip
+    """Container image of the validation (no whitespace)."""
+    command: Annotated[list[Annotated[str, Field(json_schema_extra=admission_only(maxLength=2048))]],
+                       Field(max_length=64)] = []  # fmt: skip
+    """Entrypoint (at most 64 items); without it, the image's own."""
+    args: Annotated[list[Annotated[str, Field(json_schema_extra=admission_only(maxLength=2048))]],
+                    Field(max_length=64)] = []  # fmt: skip
+    """Arguments (at most 64, each at most 2048 characters)."""
+    env: Annotated[list[EnvVar], Field(max_length=64, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+        **rules(cel(f"self.all(e, e.name != '{ARTIFACT_PATH_ENV}' && !e.name.startsWith('{VALIDATION_ENV_PREFIX}'))",
+                    f"{ARTIFACT_PATH_ENV} and names starting with {VALIDATION_ENV_PREFIX} are set by the operator "
+                    "(the version's facts); name the variable differently"))})] = []  # fmt: skip
+    """Environment variables, each name once. The operator adds MODEL_PATH and MODELREG_MODEL, MODELREG_VERSION,
+    MODELREG_STAGE, MODELREG_DIGEST, MODELREG_ARTIFACT_URI, MODELREG_METRICS (JSON), and MODELREG_PRODUCTION_VERSION
+    and MODELREG_PRODUCTION_ENDPOINT when a version serves Production."""
+    resources: Resources = Resources()
+    """Resource requests and limits of the validation container."""
+    active_deadline_seconds: Annotated[int, Field(alias="activeDeadlineSeconds", ge=1, le=86400)] = 600
+    """Seconds the Job may run, artifact download included; past them it fails (reason DeadlineExceeded)."""
+    backoff_limit: Annotated[int, Field(alias="backoffLimit", ge=0, le=10)] = 0
+    """Retries of a failed Pod before the Job fails."""
+    ttl_seconds_after_finished: Annotated[int, Field(alias="ttlSecondsAfterFinished", ge=0, le=604800)] = 3600
+    """Seconds a finished Job (and its Pods and logs) is kept; its outcome stays in the version's
+    status.validation."""
+    stages: Annotated[list[GuardedStage], Field(min_length=1, max_length=2, json_schema_extra={
+        "x-kubernetes-list-type": "set"})] = [GuardedStage.STAGING, GuardedStage.PRODUCTION]  # fmt: skip
+    """Stages the Job guards: a version enters one only once its Job passed."""
+
+
 class Promotion(ApiModel):
     """Gates a version must pass before Staging and Production."""
 
@@ -265,6 +313,9 @@ class Promotion(ApiModel):
     best_by: Annotated[BestBy | None, Field(alias="bestBy")] = None
     """The metric and direction that name status.bestVersion, among the versions whose artifact is verified
     (whatever their stage). Without it, compareToProduction's metric and direction, if set."""
+    validation: ValidationJob | None = None
+    """A validation Job each version must pass before the guarded stages. It runs on the serving
+    placement (spec.serving's nodeSelector and tolerations) and with the serving Pods' security context."""
 
 
 class SecretKeyRef(ApiModel):

@@ -70,7 +70,7 @@ def plan(
     for _ in range(len(ordered) + 2):
         works = {v.name: _start(v, requested_now) for v in ordered}
         for w in works.values():
-            w.verdicts += _metric_verdicts(w, model, serving)
+            w.verdicts += _metric_verdicts(w, model, serving) + _validation_verdicts(w)
             if model.spec.promotion.stage_order is StageOrder.STRICT:
                 w.verdicts.append(_stage_order_verdict(w, model.name, served, has_served=has_served, serving=serving))
         winner = _resolve_production(works, serving, rollouts)
@@ -227,9 +227,31 @@ def _stage_order_verdict(
     return verdict
 
 
+def _validation_verdicts(w: Work) -> list[gates.Verdict]:
+    check = w.v.validation
+    if check is None or not check.gated:
+        return []
+    release = (
+        ""
+        if check.passed is not False
+        else (
+            "fix what the Job reports; it runs again when the artifact, spec.promotion.validation or this "
+            "version's spec changes"
+        )
+    )
+    return [gates.Verdict(gates.VALIDATION_PASSED, check.passed is True, check.reason, check.message,
+                          release=release, pending=check.passed is None)]  # fmt: skip
+
+
+def _metrics(v: VersionInput) -> dict[str, float]:
+    """What the metric gates read: spec.metrics, and over them what its validation Job measured."""
+    record = v.validation.record if v.validation is not None and v.validation.record else v.status.validation
+    return dict(v.spec.metrics) | (dict(record.metrics or {}) if record is not None else {})
+
+
 def _metric_verdicts(w: Work, model: ModelInput, serving: VersionInput | None) -> list[gates.Verdict]:
     spec = model.spec
-    thresholds = gates.check_thresholds(w.v.spec.metrics, spec.promotion.thresholds, model=model.name)
+    thresholds = gates.check_thresholds(_metrics(w.v), spec.promotion.thresholds, model=model.name)
     rule = spec.promotion.compare_to_production
     if rule is not None and serving is not None and serving.name == w.v.name and w.v.spec.stage is Stage.PRODUCTION:
         return [thresholds, gates.serving_itself()]
@@ -238,10 +260,10 @@ def _metric_verdicts(w: Work, model: ModelInput, serving: VersionInput | None) -
     return [
         thresholds,
         gates.check_against_production(
-            w.v.spec.metrics,
+            _metrics(w.v),
             spec.promotion.compare_to_production,
             production_version=serving.spec.version if serving else None,
-            production_metrics=serving.spec.metrics if serving else None,
+            production_metrics=_metrics(serving) if serving else None,
             is_rollback=any(t.stage is Stage.PRODUCTION for t in w.v.status.history),
             model=model.name,
         ),
@@ -398,6 +420,12 @@ def _block(w: Work) -> None:
     if w.artifact_transient:
         w.phase, w.waiting = Phase.WAITING, failed[0].reason
         w.message = f"held by {failed[0].gate}: {failed[0].explained()}"
+        return
+    if all(f.pending for f in failed):  # a validation Job runs: on its way, not blocked
+        w.phase, w.waiting = Phase.RECONCILING, failed[0].reason
+        w.message = f"cannot enter {w.v.spec.stage.value} yet: " + "; and ".join(
+            f"held by {f.gate}: {f.explained()}" for f in failed
+        )
         return
     w.phase, w.stalled = Phase.BLOCKED, failed[0].reason
     w.message = f"cannot enter {w.v.spec.stage.value}: " + "; and ".join(

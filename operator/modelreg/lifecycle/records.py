@@ -10,7 +10,7 @@ from modelreg import gates
 from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus, Phase
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus
-from modelreg.facts import ArtifactCheck
+from modelreg.facts import ArtifactCheck, ValidationCheck
 
 ARTIFACT_VERIFIED = "ArtifactVerified"
 ROLLED_OUT = "RolledOut"
@@ -25,6 +25,7 @@ class VersionInput:
     artifact: ArtifactCheck | None = None  # None: not checked this time; keep what status says
     uid: str = ""
     created: datetime | None = None  # metadata.creationTimestamp: the older of two same-version objects wins
+    validation: ValidationCheck | None = None  # None: the model validates nothing now; status.validation stays
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Plan:
     production: str | None = None  # object name of the version serving Production
     rolling_out: str | None = None  # object name of the version whose rollout gates the switch
     staging: str | None = None  # object name of the newest Staging version: the staging Service's
-    retry: bool = False  # a transient failure: reconcile again with backoff
+    retry: bool = False  # a transient failure or a gate not known yet: reconcile again with backoff
 
 
 @dataclass

@@ -36,7 +36,9 @@ def finish(
     if model is not None:
         model_status = _model_status(model, works, production=production, staging=staging, at=at, events=events,
                                      refusals=refusals, statuses_out=out)  # fmt: skip
-    retry = any(w.artifact_transient and w.v.artifact is not None for w in works.values())
+    # A gate not known yet is looked at again: a validation Job's Pods are not watched.
+    retry = any((w.artifact_transient and w.v.artifact is not None) or any(v.pending for v in w.verdicts)
+                for w in works.values())  # fmt: skip
     return Plan(versions=out, model=model_status, events=events, production=production, staging=staging,
                 rolling_out=rolling_out, retry=retry)  # fmt: skip
 
@@ -49,8 +51,8 @@ def _version_status(
     gen = w.v.generation
     cond = []
     for verdict in w.verdicts:
-        state = "True" if verdict.passed else ("Unknown" if verdict.gate == ARTIFACT_VERIFIED and
-                                                w.artifact_transient else "False")  # fmt: skip
+        state = "True" if verdict.passed else ("Unknown" if (verdict.gate == ARTIFACT_VERIFIED and
+                                                w.artifact_transient) or verdict.pending else "False")  # fmt: skip
         cond.append(statuses.condition(prev_conditions, type_=verdict.gate, status=state, reason=verdict.reason,
                                        message=verdict.explained(), generation=gen, at=at))  # fmt: skip
     if w.v.name == rolling_out or w.phase in (Phase.FAILED, Phase.DEGRADED):
@@ -102,6 +104,7 @@ def _version_status(
             "artifact": _artifact_facts(w),
             "productionRequestedAt": w.requested_at,
             "deploymentName": old.deployment_name,
+            "validation": w.v.validation.record if w.v.validation and w.v.validation.record else old.validation,
             "history": history,
             "conditions": cond,
         }
