@@ -67,7 +67,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     parsed = [(obj, _version_input(obj)) for obj in state.versions]
     inputs = [v for _, v in parsed if v is not None]
     forged = _forgeries(state.versions, inputs)
-    inputs = [dataclasses.replace(v, status=tampering.trusted(v.status)) if v.name in forged else v for v in inputs]
+    inputs = [dataclasses.replace(v, status=forged[v.name][0]) if v.name in forged else v for v in inputs]
     job_writes = 0
     if model_in is not None:
         inputs = _with_artifact_checks(ctx, namespace, model_in, inputs, now)
@@ -90,7 +90,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     deployed: dict[str, str] = {}
     events = list(plan.events) + [
         lifecycle.Event("ModelVersion", name, "StatusRestored", message, warning=True)
-        for name, message in forged.items()
+        for name, (_, message) in forged.items()
     ]
     offline = state.model is None or (model_in is not None and served is None)
     if not offline and state.model is not None and model_in is not None:  # (an unreadable spec: left as is)
@@ -145,23 +145,11 @@ def _delete_serving(
     return writes
 
 
-def _forgeries(objects: list[Obj], inputs: list[lifecycle.VersionInput]) -> dict[str, str]:
-    """Versions whose remembered status fields somebody else wrote, with a
-    different value than the operator's own history gives: name → message."""
-    out = {}
+def _forgeries(objects: list[Obj], inputs: list[lifecycle.VersionInput]) -> dict[str, tuple[ModelVersionStatus, str]]:
+    """Versions whose remembered status fields somebody else wrote: name → the
+    status to believe, and what was wrong (see `tampering`)."""
     by_name = {obj["metadata"]["name"]: obj for obj in objects}
-    for v in inputs:
-        writer = tampering.foreign_status_writer(by_name[v.name])
-        truth = tampering.trusted(v.status)
-        if writer is not None and (truth.stage, truth.production_requested_at) != (
-            v.status.stage,
-            v.status.production_requested_at,
-        ):
-            was = v.status.stage.value if v.status.stage else "nothing"
-            now = truth.stage.value if truth.stage else "unset"
-            out[v.name] = (f"status.stage was set to {was} by {writer}, not by the operator; restored {now} "
-                           "(only the operator writes status)")  # fmt: skip
-    return out
+    return {v.name: found for v in inputs if (found := tampering.restore(by_name[v.name], v.status)) is not None}
 
 
 def _status_write_order(plan: lifecycle.Plan, objects: dict[str, Obj]) -> list[str]:

@@ -33,3 +33,39 @@ def test_the_trusted_stage_comes_from_the_operators_history() -> None:
     assert trusted.stage is Stage.ARCHIVED
     assert trusted.production_requested_at is None
     assert tampering.trusted(ModelVersionStatus.model_validate({"stage": "Production"})).stage is None
+
+
+VALIDATED = {
+    "validation": {
+        "result": "Passed",
+        "reason": "Succeeded",
+        "key": "k1",
+        "jobName": "m-1-validate-k1",
+        "metrics": {"accuracy": 0.99},
+    }
+}
+
+
+def test_a_validation_outcome_written_by_somebody_else_is_dropped() -> None:
+    """A forged "Passed" (or metric) would open the validation and metric gates."""
+    status = ModelVersionStatus.model_validate(VALIDATED)
+    forged = {"metadata": {"managedFields": [entry("kubectl-patch", "f:validation")]}}
+    found = tampering.restore(forged, status)
+    assert found is not None
+    believed, message = found
+    assert believed.validation is None
+    assert "status.validation was written by kubectl-patch" in message
+    ours = {"metadata": {"managedFields": [entry("modelreg", "f:validation")]}}
+    assert tampering.restore(ours, status) is None
+
+
+def test_a_forged_stage_is_restored_and_an_unchanged_one_is_left() -> None:
+    status = ModelVersionStatus.model_validate({
+        "stage": "Production", "history": [{"stage": "Staging", "time": "2026-11-30T09:00:00Z"}]})  # fmt: skip
+    forged = {"metadata": {"managedFields": [entry("kubectl-patch", "f:stage")]}}
+    found = tampering.restore(forged, status)
+    assert found is not None
+    assert found[0].stage is Stage.STAGING
+    assert "status.stage was set to Production by kubectl-patch" in found[1]
+    honest = status.model_copy(update={"stage": Stage.STAGING})
+    assert tampering.restore(forged, honest) is None  # the same value the history gives: nothing to restore
