@@ -128,3 +128,31 @@ def test_a_failed_validation_never_disturbs_the_serving_version(
     assert serving_version(kube, namespace, "m") == "1"
     assert status(kube, namespace, "m-1")["stage"] == "Production"
     assert condition(status(kube, namespace, "m-1"), "Ready")["status"] == "True"
+
+
+def test_a_forged_validation_outcome_opens_no_gate(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
+    """status.validation written by somebody else ("Passed", under the failed Job's own
+    key) is dropped with one Warning; the validation runs again and fails again, and the
+    version stays out of Staging."""
+    greedy = VALIDATION | {"resources": {"requests": {"cpu": "100"}}}  # no node takes it: fails at once
+    apply(kube, namespace, model_manifest("m", serving=SERVING, promotion={"validation": greedy}))
+    art = upload(s3)
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=art.sha256,
+                                            stage="Staging"))  # fmt: skip
+    st = wait_condition(kube, namespace, "m-1", "ValidationPassed", status_="False", timeout=90)
+    failed = st["validation"]
+    forged = failed | {"result": "Passed", "reason": "Succeeded", "message": "forged"}
+    kube.kubectl("patch", "modelversion/m-1", "-n", namespace, "--subresource=status", "--type=merge",
+                 "-p", json.dumps({"status": {"validation": forged}}))  # fmt: skip
+
+    def restored() -> list[dict[str, Any]]:
+        return [e for e in events(kube, namespace, "m-1") if e["reason"] == "StatusRestored"]
+
+    (event,) = wait_for(restored, timeout=30, what="the forged validation outcome to be dropped")
+    assert "status.validation was written by kubectl" in event["message"], event["message"]
+    st = wait_condition(kube, namespace, "m-1", "ValidationPassed", status_="False", timeout=90)
+    assert st["validation"]["result"] == "Failed"
+    assert st["stage"] == "Development"
+    reconciled_again(kube, namespace, "m")
+    assert status(kube, namespace, "m-1")["stage"] == "Development"
+    assert len(restored()) == 1, "restored once, not fought in a loop"
