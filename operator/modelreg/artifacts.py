@@ -423,3 +423,85 @@ def download(client: S3Client, uri: str, *, into: Path) -> str:
 def _download_file(client: S3Client, location: S3Location, target: Path) -> str:
     with target.open("wb") as out:
         return _read_object(client, location, sink=out)
+
+
+# --- upload (for `modelreg register`) -----------------------------------------------------
+
+SHA256_METADATA = "sha256"
+"""User metadata holding the whole file's SHA-256 (hex): a multipart upload leaves the
+store only a composite checksum (of the parts' checksums), which cannot say whether a
+local file is already there."""
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a local file, streamed: model files may not fit in memory."""
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def local_files(root: Path) -> dict[str, Path]:
+    """Every file under the directory `root`, by the relative path it gets under a prefix."""
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def local_digest(path: Path) -> str:
+    """The digest `verify` computes once `path` is uploaded: a file's SHA-256, or a
+    directory's manifest digest (the very function the operator uses for a prefix)."""
+    if path.is_dir():
+        return _manifest_digest({rel: file_sha256(p) for rel, p in local_files(path).items()})
+    return file_sha256(path)
+
+
+def stored_sha256(client: S3Client, location: S3Location) -> str | None:
+    """The SHA-256 (hex) of the object at `location` as far as the store tells: its own
+    full-object checksum, else the one recorded in its metadata at upload; None when
+    the object does not exist or says neither."""
+    try:
+        head: dict[str, Any] = dict(
+            client.head_object(Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED")
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+            return None
+        raise _classify(client, location, exc) from exc
+    return _store_sha256(head) or head.get("Metadata", {}).get(SHA256_METADATA)
+
+
+def keys_under(client: S3Client, location: S3Location) -> list[str]:
+    """The relative paths of the objects already under a prefix (none: an empty list)."""
+    return [relative_key(location, o["Key"]) for o in _list(client, location) if not o["Key"].endswith("/")]
+
+
+def upload_file(
+    client: S3Client,
+    path: Path,
+    location: S3Location,
+    *,
+    sha256: str,
+    multipart_threshold: int,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Upload one file, multipart above `multipart_threshold` bytes, asking the store to
+    keep its SHA-256 (a full-object one when it fits in one part, so verification needs
+    no download) and recording `sha256` in its metadata for the next `stored_sha256`."""
+    from boto3.exceptions import S3UploadFailedError
+    from boto3.s3.transfer import TransferConfig
+
+    # Parts of at least 5 MiB (the S3 minimum) and at most 64 MiB: s3transfer holds
+    # a few parts in memory at once.
+    chunk = min(max(multipart_threshold, 5 * 1024 * 1024), 64 * 1024 * 1024)
+    config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=chunk)
+    extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256_METADATA: sha256}}
+    try:
+        _call(client, location, lambda: client.upload_file(
+            str(path), location.bucket, location.key, ExtraArgs=extra, Config=config, Callback=progress))  # fmt: skip
+    except S3UploadFailedError as exc:  # s3transfer's wrapper around the ClientError of a part
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ClientError):
+            raise _classify(client, location, cause) from exc
+        raise ArtifactError(
+            ArtifactReason.STORAGE_UNAVAILABLE, f"uploading {path} to {location} failed: {exc}"
+        ) from exc

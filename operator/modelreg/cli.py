@@ -71,6 +71,39 @@ def _parser() -> argparse.ArgumentParser:
                             "the Pod's terminationMessagePath)")  # fmt: skip
     fetch.set_defaults(func=_fetch_artifact)
 
+    reg = sub.add_parser(
+        "register",
+        help="upload a model file or directory to S3 and print its ModelVersion",
+        description="Upload PATH with the store's SHA-256 checksum (nothing already stored with the same SHA-256 "
+        "is uploaded again), then print a ModelVersion manifest to commit to Git, or apply it with --apply. "
+        "S3 credentials come from the environment (AWS_*), as for any boto3 program.",
+    )
+    reg.add_argument("path", type=Path, help="the model file, or a directory (uploaded under a prefix)")
+    reg.add_argument("--model", required=True, help="the RegisteredModel's name")
+    reg.add_argument("--version", required=True, help="the version string, e.g. 3 or 1.4.0")
+    reg.add_argument("--uri", required=True,
+                     help="s3://bucket/key for a file (a trailing / appends the file's name), s3://bucket/prefix "
+                          "for a directory")  # fmt: skip
+    reg.add_argument("--name", help="the ModelVersion's name (default: MODEL-VERSION)")
+    reg.add_argument("--stage", default=Stage.DEVELOPMENT.value, choices=[s.value for s in Stage])
+    reg.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE", help="a metric (repeat)")
+    reg.add_argument("--metrics-file", type=Path, metavar="FILE",
+                     help="JSON or YAML: {metrics: {...}, lineage: {...}}, or flat metrics; flags win")  # fmt: skip
+    reg.add_argument("--lineage", action="append", default=[], metavar="KEY=VALUE",
+                     help="experiment, runId, gitCommit, dataset; any other key is a label (repeat)")  # fmt: skip
+    reg.add_argument("--description", default="", help="what changed in this version")
+    reg.add_argument("--format", dest="artifact_format", help="serialization format, e.g. onnx (informational)")
+    reg.add_argument("--endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, AWS)")
+    reg.add_argument("--region", help="S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION)")
+    reg.add_argument("--multipart-threshold", type=int, metavar="BYTES",
+                     default=int(os.environ.get("MODELREG_MULTIPART_THRESHOLD", 64 * 1024 * 1024)),
+                     help="upload files larger than this in parts (default: 64 MiB; below it the store keeps a "
+                          "full-object SHA-256 and verification needs no download)")  # fmt: skip
+    reg.add_argument("--apply", action="store_true", help="also apply the ModelVersion (server-side apply)")
+    reg.add_argument("--namespace", "-n", default="default", help="where --apply creates it")
+    reg.add_argument("--kubeconfig", help="for --apply (default: $KUBECONFIG, then in-cluster)")
+    reg.set_defaults(func=_register)
+
     gen = sub.add_parser("generate-crds", help="write crds/*.yaml from the API types")
     gen.add_argument("--out", type=Path, default=Path("crds"))
     gen.set_defaults(func=_generate_crds)
@@ -142,6 +175,23 @@ def _fetch_artifact(args: argparse.Namespace) -> int:
 
     return fetch_main(uri=args.uri, sha256=args.sha256.removeprefix("sha256:"), dest=args.dest,
                       termination_log=args.termination_log)  # fmt: skip
+
+
+def _register(args: argparse.Namespace) -> int:
+    from modelreg import registering
+
+    try:
+        request = registering.request_from_flags(
+            path=args.path, model=args.model, version=args.version, uri=args.uri, name=args.name, stage=args.stage,
+            metric=args.metric, metrics_file=args.metrics_file, lineage=args.lineage,
+            description=args.description, artifact_format=args.artifact_format,
+        )  # fmt: skip
+    except registering.RegisterError as exc:
+        print(f"modelreg register: {exc}", file=sys.stderr)
+        return 2
+    return registering.run(request, endpoint=args.endpoint, region=args.region,
+                           multipart_threshold=args.multipart_threshold, apply=args.apply,
+                           namespace=args.namespace, kubeconfig=args.kubeconfig)  # fmt: skip
 
 
 def _generate_crds(args: argparse.Namespace) -> int:

@@ -378,3 +378,23 @@ def _reason(exc: ApiException) -> str:
         return str(json.loads(exc.body).get("message"))
     except (TypeError, ValueError):
         return str(exc.reason)
+
+
+REGISTER_FIELD_MANAGER = "modelreg-register"
+"""Not the operator's manager: `modelreg register --apply` writes a person's spec, which
+the operator never owns."""
+
+
+def apply_version(client: ApiClient, namespace: str, obj: Obj) -> Obj:
+    """Server-side apply of a ModelVersion written by `modelreg register --apply`.
+    Not forced: a field someone else set differently is a conflict to show, not to take."""
+    try:
+        applied: Obj = CustomObjectsApi(client).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, mv.PLURAL, obj["metadata"]["name"], obj,
+            field_manager=REGISTER_FIELD_MANAGER, _content_type=_APPLY, _request_timeout=_TIMEOUT,
+        )  # fmt: skip
+    except ApiException as exc:
+        if (refused := _refusal(exc)) is not None or exc.status == 409:
+            raise refused or Refused(_reason(exc)) from exc
+        raise
+    return applied
