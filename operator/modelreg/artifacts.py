@@ -455,19 +455,25 @@ def local_digest(path: Path) -> str:
     return file_sha256(path)
 
 
-def stored_sha256(client: S3Client, location: S3Location) -> str | None:
-    """The SHA-256 (hex) of the object at `location` as far as the store tells: its own
-    full-object checksum, else the one recorded in its metadata at upload; None when
-    the object does not exist or says neither."""
+@dataclass(frozen=True)
+class Stored:
+    """What the store says about an object already at a key."""
+
+    sha256: str | None
+    """Its SHA-256 (hex): the store's full-object checksum, else the one recorded in its
+    metadata at upload; None when it says neither."""
+
+
+def stored_object(client: S3Client, location: S3Location) -> Stored | None:
+    """The object at `location`, or None when there is none."""
     try:
-        head: dict[str, Any] = dict(
-            client.head_object(Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED")
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in _NOT_FOUND:
+        head: dict[str, Any] = _call(client, location, lambda: client.head_object(
+            Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED"))  # fmt: skip
+    except ArtifactError as exc:
+        if exc.reason is ArtifactReason.NOT_FOUND:  # (a missing bucket too: the upload then says so)
             return None
-        raise _classify(client, location, exc) from exc
-    return _store_sha256(head) or head.get("Metadata", {}).get(SHA256_METADATA)
+        raise
+    return Stored(_store_sha256(head) or head.get("Metadata", {}).get(SHA256_METADATA))
 
 
 def keys_under(client: S3Client, location: S3Location) -> list[str]:

@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                      default=int(os.environ.get("MODELREG_MULTIPART_THRESHOLD", 64 * 1024 * 1024)),
                      help="upload files larger than this in parts (default: 64 MiB; below it the store keeps a "
                           "full-object SHA-256 and verification needs no download)")  # fmt: skip
+    reg.add_argument("--overwrite", action="store_true",
+                     help="replace objects that hold different content (default: refuse, since another version's "
+                          "artifact may live there)")  # fmt: skip
     reg.add_argument("--apply", action="store_true", help="also apply the ModelVersion (server-side apply)")
     reg.add_argument("--namespace", "-n", default="default", help="where --apply creates it")
     reg.add_argument("--kubeconfig", help="for --apply (default: $KUBECONFIG, then in-cluster)")
@@ -190,7 +193,7 @@ def _register(args: argparse.Namespace) -> int:
         print(f"modelreg register: {exc}", file=sys.stderr)
         return 2
     return registering.run(request, endpoint=args.endpoint, region=args.region,
-                           multipart_threshold=args.multipart_threshold, apply=args.apply,
+                           multipart_threshold=args.multipart_threshold, overwrite=args.overwrite, apply=args.apply,
                            namespace=args.namespace, kubeconfig=args.kubeconfig)  # fmt: skip
 
 

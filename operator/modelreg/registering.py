@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,10 +195,14 @@ class Progress:
         self.total = max(total, 1)
         self.label = label
         self.done = 0
+        # s3transfer calls back from its worker threads, several parts at once.
+        self._lock = threading.Lock()
 
-    def __call__(self, n: int) -> None:  # s3transfer calls this from its worker threads, one at a time
-        self.done += n
-        if self.enabled:
+    def __call__(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+            if not self.enabled:
+                return
             width = 30
             filled = width * min(self.done, self.total) // self.total
             percent = 100 * min(self.done, self.total) // self.total
@@ -218,6 +223,7 @@ def register(
     request: Request,
     *,
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+    overwrite: bool = False,
     say: Callable[[str], None],
     progress_stream: TextIO | None = None,
 ) -> dict[str, Any]:
@@ -236,9 +242,18 @@ def register(
             )
     uploaded = 0
     for up in uploads:
-        if artifacts.stored_sha256(client, up.location) == up.sha256:
+        stored = artifacts.stored_object(client, up.location)
+        if stored is not None and stored.sha256 == up.sha256:
             say(f"{up.location} is already stored with SHA-256 {up.sha256[:12]}…: not uploaded")
             continue
+        if stored is not None and not overwrite:
+            # Another version's verified artifact may live there: replacing it would fail that version.
+            what = (
+                f"different content (SHA-256 {stored.sha256[:12]}…)"
+                if stored.sha256
+                else "an object of unknown SHA-256"
+            )
+            raise RegisterError(f"{up.location} already holds {what}: register under a new key, or pass --overwrite")
         bar = Progress(up.path.stat().st_size, up.path.name, stream=progress_stream)
         try:
             artifacts.upload_file(client, up.path, up.location, sha256=up.sha256,
@@ -257,6 +272,7 @@ def run(
     endpoint: str | None,
     region: str | None,
     multipart_threshold: int,
+    overwrite: bool,
     apply: bool,
     namespace: str,
     kubeconfig: str | None,
@@ -268,7 +284,7 @@ def run(
 
     try:
         client = artifacts.new_s3_client(endpoint=endpoint, region=region)
-        manifest = register(client, request, multipart_threshold=multipart_threshold, say=say)
+        manifest = register(client, request, multipart_threshold=multipart_threshold, overwrite=overwrite, say=say)
     except artifacts.ArtifactError as exc:
         # The store's messages speak to the operator's admin; a person at a shell sets the environment.
         hint = " (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)" if exc.reason is \

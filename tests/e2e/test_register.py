@@ -88,6 +88,15 @@ def test_a_registered_file_verifies_and_registering_it_again_uploads_nothing(
     assert "not uploaded" in second.stderr
     assert _last_modified(s3, uri) == stored_at
 
+    # Other content at the same key would replace a verified artifact: refused, nothing written.
+    model.write_bytes(b"retrained weights")
+    third = _register(s3, *args)
+    assert third.returncode == 1
+    assert "already holds different content" in third.stderr
+    assert "--overwrite" in third.stderr
+    assert third.stdout == ""
+    assert _last_modified(s3, uri) == stored_at
+
 
 def test_a_registered_directory_verifies_as_a_prefix_and_again_uploads_nothing(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, tmp_path: Path
@@ -174,3 +183,12 @@ def test_apply_creates_the_model_version(
     assert obj["spec"]["version"] == "7"
     wait_condition(kube, namespace, "fraud-seven", "ArtifactVerified", status_="True", reason="Verified")
     assert status(kube, namespace, "fraud-seven")["artifact"]["digest"] == f"sha256:{artifacts.file_sha256(model)}"
+
+    # The API server's refusal reaches the person: an artifact is immutable.
+    model.write_bytes(b"other weights")
+    again = _register(s3, str(model), "--model", "fraud", "--version", "7", "--uri", f"{_prefix()}/model.bin",
+                      "--name", "fraud-seven", "--apply", "--namespace", namespace, kube=kube)  # fmt: skip
+    assert again.returncode == 1
+    assert "refused fraud-seven" in again.stderr
+    assert "immutable" in again.stderr
+    assert kube.get_json("-n", namespace, "modelversion/fraud-seven")["spec"]["artifact"] == obj["spec"]["artifact"]
