@@ -197,6 +197,7 @@ class Progress:
         self.done = 0
         # s3transfer calls back from its worker threads, several parts at once.
         self._lock = threading.Lock()
+        self._shown = -1
 
     def __call__(self, n: int) -> None:
         with self._lock:
@@ -206,6 +207,9 @@ class Progress:
             width = 30
             filled = width * min(self.done, self.total) // self.total
             percent = 100 * min(self.done, self.total) // self.total
+            if percent == self._shown:  # s3transfer calls back every 256 KiB: redraw only on change
+                return
+            self._shown = percent
             self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {percent:3d}%")
             self.stream.flush()
 

@@ -154,6 +154,8 @@ def test_a_progress_bar_on_a_terminal() -> None:
     bar = registering.Progress(100, "model.bin", stream=tty)
     bar(50)
     assert tty.getvalue().endswith(" 50%")
+    bar(0)  # no change: no redraw
+    assert tty.getvalue().count("\r") == 1
     bar(50)
     bar.close()
     assert tty.getvalue().rstrip("\n").endswith("100%")
