@@ -235,6 +235,7 @@ def register(
     path = request.path
     uri = artifact_uri(request.uri, path, is_dir=path.is_dir())
     uploads, digest = plan_uploads(path, uri)
+    manifest = build_manifest(request, uri=uri, sha256=digest)  # an invalid version uploads nothing
     location = artifacts.parse_uri(uri)
     if location.is_prefix:
         extra = sorted(set(artifacts.keys_under(client, location)) - set(artifacts.local_files(path)))
@@ -244,30 +245,31 @@ def register(
                 f"{uri} already holds objects that are not in {path} ({', '.join(extra[:5])}"
                 f"{', ...' if len(extra) > 5 else ''}): register under a fresh prefix"
             )
-    uploaded = 0
-    for up in uploads:
-        stored = artifacts.stored_object(client, up.location)
-        if stored is not None and stored.sha256 == up.sha256:
-            say(f"{up.location} is already stored with SHA-256 {up.sha256[:12]}…: not uploaded")
-            continue
-        if stored is not None and not overwrite:
-            # Another version's verified artifact may live there: replacing it would fail that version.
-            what = (
-                f"different content (SHA-256 {stored.sha256[:12]}…)"
-                if stored.sha256
-                else "an object of unknown SHA-256"
-            )
-            raise RegisterError(f"{up.location} already holds {what}: register under a new key, or pass --overwrite")
+    todo = [up for up in uploads if _needs_upload(client, up, overwrite=overwrite, say=say)]  # all checked first
+    for up in todo:
         bar = Progress(up.path.stat().st_size, up.path.name, stream=progress_stream)
         try:
             artifacts.upload_file(client, up.path, up.location, sha256=up.sha256,
                                   multipart_threshold=multipart_threshold, progress=bar)  # fmt: skip
         finally:
             bar.close()
-        uploaded += 1
         say(f"uploaded {up.path} to {up.location}")
-    say(f"{uploaded} of {len(uploads)} files uploaded; digest sha256:{digest}")
-    return build_manifest(request, uri=uri, sha256=digest)
+    say(f"{len(todo)} of {len(uploads)} files uploaded; digest sha256:{digest}")
+    return manifest
+
+
+def _needs_upload(client: artifacts.S3Client, up: Upload, *, overwrite: bool, say: Callable[[str], None]) -> bool:
+    stored = artifacts.stored_object(client, up.location)
+    if stored is None:
+        return True
+    if stored.sha256 == up.sha256:
+        say(f"{up.location} is already stored with SHA-256 {up.sha256[:12]}…: not uploaded")
+        return False
+    if not overwrite:
+        # Another version's verified artifact may live there: replacing it would fail that version.
+        what = f"different content (SHA-256 {stored.sha256[:12]}…)" if stored.sha256 else "an object of unknown SHA-256"
+        raise RegisterError(f"{up.location} already holds {what}: register under a new key, or pass --overwrite")
+    return True
 
 
 def run(

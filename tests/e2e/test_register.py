@@ -192,3 +192,24 @@ def test_apply_creates_the_model_version(
     assert "refused fraud-seven" in again.stderr
     assert "immutable" in again.stderr
     assert kube.get_json("-n", namespace, "modelversion/fraud-seven")["spec"]["artifact"] == obj["spec"]["artifact"]
+
+
+def test_nothing_is_uploaded_when_any_part_is_refused(s3: S3, tmp_path: Path) -> None:
+    """Every check runs before the first upload: a refusal leaves no half-registered directory behind."""
+    client = s3.client()
+    artifacts.ensure_bucket(client, BUCKET)
+    (tmp_path / "a.bin").write_bytes(b"a")
+    (tmp_path / "b.bin").write_bytes(b"b")
+    prefix = _prefix()
+    key = prefix.removeprefix(f"s3://{BUCKET}/")
+    client.put_object(Bucket=BUCKET, Key=f"{key}/b.bin", Body=b"older b", ChecksumAlgorithm="SHA256")
+
+    out = _register(s3, str(tmp_path), "--model", "m", "--version", "1", "--uri", prefix)
+    assert out.returncode == 1
+    assert f"{prefix}/b.bin already holds different content" in out.stderr
+    assert [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=key)["Contents"]] == [f"{key}/b.bin"]
+
+    invalid = _register(s3, str(tmp_path), "--model", "Not_A_Name", "--version", "1", "--uri", _prefix())
+    assert invalid.returncode == 1
+    assert "would be invalid" in invalid.stderr
+    assert "uploaded" not in invalid.stderr
