@@ -41,6 +41,8 @@ The registry's own (labels namespace, model):
   a version's Production request (status.productionRequestedAt) to its status
   saying Production (gates, rollout and the Service switch included).
 - `modelreg_versions{namespace,model,stage}`: gauge, versions by effective stage.
+
+And prometheus_client's `process_*` and `python_*` metrics of the process.
 """
 
 from __future__ import annotations
@@ -49,7 +51,16 @@ import datetime
 import threading
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from modelreg import gates
 from modelreg.api.common import Condition, Stage
@@ -71,6 +82,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        if registry is None:  # the process's own: memory, CPU, open files, GC (as the default registry has)
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                r.register(collector)
         self.reconcile_total = Counter("controller_runtime_reconcile_total", "Total number of reconciliations per "
                                        "controller", ["controller", "result"], registry=r)  # fmt: skip
         self.reconcile_errors = Counter("controller_runtime_reconcile_errors_total", "Total number of reconciliation "
