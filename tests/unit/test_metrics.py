@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 
+from modelreg import artifacts, logs
 from modelreg.api.common import Condition, Stage
 from modelreg.api.modelversion import ModelVersionStatus, Transition
+from modelreg.facts import ArtifactCheck
 from modelreg.metrics import Metrics, parse_bind_address
+from modelreg.verifying import Settings, Verifier
 from modelreg.workqueue import WorkQueue
+from tests.unit.lifecycle_builders import OK, model, version
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 NS = {"namespace": "ns", "model": "m"}
@@ -133,3 +138,22 @@ def test_bind_addresses(given: str, expected: tuple[str, int] | None) -> None:
 def test_a_bind_address_without_a_port_is_refused() -> None:
     with pytest.raises(ValueError, match="host:port"):
         parse_bind_address("localhost")
+
+
+def test_an_artifact_check_records_its_time_bytes_and_whose_it_was() -> None:
+    m = Metrics()
+    seen: list[dict[str, str]] = []
+
+    def streaming(client: Any, uri: str, *, budget: artifacts.Budget, **_: Any) -> ArtifactCheck:
+        budget.spend(artifacts.S3Location("models", "big"), 4096)
+        seen.append(logs.current())  # what a log line of the check would carry
+        return OK
+
+    v = Verifier(Settings(wait_seconds=5.0), verify=streaming, new_client=lambda **_: object(), metrics=m)
+    try:
+        assert v.checks(None, namespace="ns", model=model(), versions=[version("1", artifact=None)], now=NOW)
+    finally:
+        v.close()
+    assert seen == [{"namespace": "ns", "model": "iris", "version": "iris-1"}]
+    assert get(m, "modelreg_artifact_verification_duration_seconds_count", result="Verified") == 1
+    assert get(m, "modelreg_artifact_verification_bytes_total") == 4096
