@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
     run.add_argument("--liveness", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--resync-seconds", type=float, default=60.0, help="re-check every model this often")
+    run.add_argument("--metrics-bind-address", default=os.environ.get("MODELREG_METRICS_BIND_ADDRESS", "0"),
+                     metavar="HOST:PORT", help="serve Prometheus metrics here, e.g. 0.0.0.0:8081 (the manifests' "
+                                               "choice); 0 or empty: none (default)")  # fmt: skip
+    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("MODELREG_LOG_FORMAT", "text"),
+                     help="text (default) or json: one JSON object a line")  # fmt: skip
     store = run.add_argument_group("artifact storage and verification")
     store.add_argument("--storage-endpoint", action="append", metavar="URL", default=[],
                        help="an S3 endpoint models may name in spec.storage.endpoint (repeat; also "
@@ -144,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from modelreg.metrics import parse_bind_address
     from modelreg.running import run_operator
     from modelreg.verifying import Settings
 
@@ -163,6 +169,8 @@ def _run(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         resync=args.resync_seconds,
         verify=verify,
+        metrics_bind=parse_bind_address(args.metrics_bind_address),
+        log_format=args.log_format,
     )
     return 0
 

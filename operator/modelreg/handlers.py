@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from modelreg import kube, reconciling, tampering
+from modelreg import kube, logs, reconciling, tampering
 from modelreg.api import GROUP, VERSION
 from modelreg.api import modelversion as mv
 from modelreg.api import registeredmodel as rm
+from modelreg.metrics import Metrics
 from modelreg.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,14 @@ class Runtime:
     queue: WorkQueue[ModelKey] = field(default_factory=WorkQueue)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     failures: dict[ModelKey, int] = field(default_factory=dict)
+    metrics: Metrics | None = None
 
     def retry_later(self, key: ModelKey) -> float:
         """Exponential backoff per model: 1s, 2s, 4s … capped at a minute."""
         count = self.failures.get(key, 0)
         self.failures[key] = count + 1
         delay = float(min(60, 2**count))
+        self.queue.retried()
         asyncio.get_running_loop().call_later(delay, self.queue.add, key)
         return delay
 
@@ -127,18 +131,32 @@ async def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | No
 async def _worker(memo: Runtime, index: int) -> None:
     while True:
         key = await memo.queue.get()
-        try:
-            outcome = await asyncio.to_thread(reconciling.reconcile_model, memo.context, namespace=key[0], model=key[1])
-            if outcome.writes:
-                log.info("reconciled %s/%s with %d writes", *key, outcome.writes)
-            if outcome.retry:
-                log.info("%s/%s waits on storage or a rollout; checking again in %.0fs", *key, memo.retry_later(key))
-            else:
-                memo.failures.pop(key, None)
-        except Exception:
-            log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, memo.retry_later(key))
-        finally:
-            memo.queue.done(key)
+        with logs.context(namespace=key[0], model=key[1], reconcile_id=logs.new_reconcile_id()):
+            await _reconcile(memo, key)
+
+
+async def _reconcile(memo: Runtime, key: ModelKey) -> None:
+    """One reconcile of one key, its log lines and its metrics (results named as controller-runtime's)."""
+    started = time.monotonic()
+    result = "error"
+    try:
+        outcome = await asyncio.to_thread(reconciling.reconcile_model, memo.context, namespace=key[0], model=key[1])
+        result = "requeue" if outcome.retry else "success"
+        if memo.metrics is not None and outcome.after is not None:
+            memo.metrics.observe_plan(namespace=key[0], model=key[1], before=outcome.before, after=outcome.after,
+                                      now=outcome.now or reconciling.utcnow())  # fmt: skip
+        if outcome.writes:
+            log.info("reconciled %s/%s with %d writes", *key, outcome.writes)
+        if outcome.retry:
+            log.info("%s/%s waits on storage or a rollout; checking again in %.0fs", *key, memo.retry_later(key))
+        else:
+            memo.failures.pop(key, None)
+    except Exception:
+        log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, memo.retry_later(key))
+    finally:
+        memo.queue.done(key)
+        if memo.metrics is not None:
+            memo.metrics.observe_reconcile(result=result, seconds=time.monotonic() - started)
 
 
 async def _resync(memo: Runtime) -> None:

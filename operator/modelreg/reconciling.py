@@ -57,6 +57,10 @@ class Context:
 class Outcome:
     writes: int
     retry: bool
+    # The version statuses as read (forgeries undone) and as written, for `metrics`.
+    before: dict[str, ModelVersionStatus] = field(default_factory=dict)
+    after: dict[str, ModelVersionStatus] | None = None
+    now: datetime.datetime | None = None
 
 
 def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
@@ -83,6 +87,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         deployments = {v.name: serving.deployment_name(model, v.spec.version) for v in inputs}
         unsettled = any(deployments[n] in pods_say and r.state is RolloutState.PROGRESSING for n, r in rollouts.items())
     plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts, refusals=sorted(refusals.values()))
+    before = {v.name: v.status for v in inputs}
     inputs = [v for v in inputs if v.name not in lifecycle.duplicates(inputs)]  # never deployed
 
     writes = job_writes
@@ -119,7 +124,8 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
             kube.post_event(ctx.client, target, reason=event.reason, message=event.message, warning=event.warning)
     # A refusal found (or cleared) by this reconcile reaches status in the next one.
     changed = refusals != {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
-    return Outcome(writes=writes, retry=plan.retry or plan.rolling_out is not None or changed or unsettled)
+    retry = plan.retry or plan.rolling_out is not None or changed or unsettled
+    return Outcome(writes=writes, retry=retry, before=before, after=dict(plan.versions), now=now)
 
 
 def _delete_serving(

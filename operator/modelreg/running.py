@@ -11,7 +11,7 @@ import os
 
 import kopf
 
-from modelreg import handlers, kube, reconciling, serving, verifying
+from modelreg import handlers, kube, logs, metrics, reconciling, serving, verifying
 from modelreg.workqueue import WorkQueue
 
 
@@ -22,8 +22,10 @@ def run_operator(
     liveness: str | None = None,
     resync: float = 60.0,
     verify: verifying.Settings | None = None,
+    metrics_bind: tuple[str, int] | None = None,
+    log_format: str = "text",
 ) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_format)
     # Kopf says "succeeded" for every event handled, and aiohttp logs every probe.
     for noisy in ("kopf.objects", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -33,10 +35,15 @@ def run_operator(
     # Serving Pods run this same image as their init container (`modelreg fetch-artifact`).
     image = os.environ.get("MODELREG_OPERATOR_IMAGE", serving.DEFAULT_OPERATOR_IMAGE)
     # A finished artifact check puts its model back on the queue, from the verifier's own threads.
-    queue: WorkQueue[handlers.ModelKey] = WorkQueue()
-    verifier = verifying.Verifier(verify, notify=queue.add)
+    measured = metrics.Metrics()
+    if metrics_bind is not None:
+        metrics.serve(measured, metrics_bind)
+        logging.getLogger(__name__).info("serving metrics on %s:%d", *metrics_bind)
+    queue: WorkQueue[handlers.ModelKey] = WorkQueue(measured.queue)
+    verifier = verifying.Verifier(verify, notify=queue.add, metrics=measured)
     context = reconciling.Context(client=client, operator_image=image, verifier=verifier)
-    memo = handlers.Runtime(context=context, namespace=namespace, resync_seconds=resync, queue=queue)
+    memo = handlers.Runtime(context=context, namespace=namespace, resync_seconds=resync, queue=queue,
+                            metrics=measured)  # fmt: skip
     asyncio.run(
         kopf.operator(
             standalone=True,  # one replica; no KopfPeering objects needed

@@ -64,9 +64,10 @@ from urllib.parse import urlsplit
 
 from kubernetes.client import ApiClient
 
-from modelreg import artifacts, kube, lifecycle
+from modelreg import artifacts, kube, lifecycle, logs
 from modelreg.api.common import Condition, Stage
 from modelreg.facts import ArtifactCheck, ArtifactReason
+from modelreg.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,10 @@ class Verifier:
         new_client: ClientFn = artifacts.new_s3_client,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self.metrics = metrics
         self.notify: Callable[[ModelKey], None] = notify or (lambda key: None)
         self._verify = verify
         self._new_client = new_client
@@ -310,12 +313,19 @@ class Verifier:
         self, s3: Any, v: lifecycle.VersionInput, rec: _Record, budget: artifacts.Budget, now: datetime.datetime
     ) -> None:
         uri = v.spec.artifact.uri
-        try:
-            check = self._verify(s3, uri, expected_sha256=v.spec.artifact.sha256, previous=v.status.artifact,
-                                 now=now, budget=budget)  # fmt: skip
-        except Exception as exc:  # a bug must not leave a version "verifying" for ever
-            log.exception("verifying %s failed unexpectedly", uri)
-            check = ArtifactCheck(ArtifactReason.STORAGE_UNAVAILABLE, f"verifying {uri} failed unexpectedly: {exc}")
+        started = time.monotonic()
+        # This pool's threads do not inherit a reconcile's log context: say whose check it is.
+        with logs.context(namespace=rec.model[0], model=rec.model[1], version=v.name):
+            try:
+                check = self._verify(s3, uri, expected_sha256=v.spec.artifact.sha256, previous=v.status.artifact,
+                                     now=now, budget=budget)  # fmt: skip
+            except Exception as exc:  # a bug must not leave a version "verifying" for ever
+                log.exception("verifying %s failed unexpectedly", uri)
+                check = ArtifactCheck(ArtifactReason.STORAGE_UNAVAILABLE, f"verifying {uri} failed unexpectedly: {exc}")
+        if self.metrics is not None:
+            size = check.facts.size if check.ok and check.facts is not None else None
+            self.metrics.observe_verification(result=check.reason.value, seconds=time.monotonic() - started,
+                                              downloaded=budget.read, size=size)  # fmt: skip
         with self._lock:
             self._finish(rec, check)
         self.notify(rec.model)

@@ -12,20 +12,30 @@ model when a check finishes): off the loop it hops onto it with
 `call_soon_threadsafe`. Doing the work in place from another thread would be a
 data race: `asyncio.Queue.put_nowait` wakes a waiting `get` through a future,
 and waking a future from a foreign thread neither is safe nor wakes the loop.
+
+Metrics (optional, `metrics.QueueMetrics`) are client-go's: depth, adds, time
+queued, time worked on; `retried` counts the keys a worker puts back with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from modelreg.metrics import QueueMetrics
 
 K = TypeVar("K", bound=Hashable)
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self) -> None:
+    def __init__(self, metrics: QueueMetrics | None = None) -> None:
+        self._metrics = metrics
+        self._added_at: dict[K, float] = {}  # waiting keys: since when (monotonic)
+        self._started_at: dict[K, float] = {}  # keys being worked on: since when
         self._ready: asyncio.Queue[K] = asyncio.Queue()
         self._queued: set[K] = set()
         self._active: set[K] = set()
@@ -52,11 +62,26 @@ class WorkQueue(Generic[K]):
             self._loop.call_soon_threadsafe(self._add, key)
 
     def _add(self, key: K) -> None:
+        if key in self._queued or key in self._dirty:
+            return
+        if self._metrics is not None:
+            self._metrics.adds.inc()
+        self._added_at[key] = time.monotonic()
         if key in self._active:
             self._dirty.add(key)
-        elif key not in self._queued:
+        else:
             self._queued.add(key)
             self._ready.put_nowait(key)
+        self._measure()
+
+    def retried(self) -> None:
+        """A worker will add a key again after a backoff (counted, as client-go does)."""
+        if self._metrics is not None:
+            self._metrics.retries.inc()
+
+    def _measure(self) -> None:
+        if self._metrics is not None:
+            self._metrics.depth.set(len(self))
 
     async def get(self) -> K:
         if self._loop is None:
@@ -64,14 +89,26 @@ class WorkQueue(Generic[K]):
         key = await self._ready.get()
         self._queued.discard(key)
         self._active.add(key)
+        now = time.monotonic()
+        self._started_at[key] = now
+        added = self._added_at.pop(key, now)
+        if self._metrics is not None:
+            self._metrics.queue_time.observe(now - added)
+        self._measure()
         return key
 
     def done(self, key: K) -> None:
         """Called on the loop by the worker that took `key`."""
         self._active.discard(key)
+        started = self._started_at.pop(key, None)
+        if self._metrics is not None and started is not None:
+            self._metrics.work_time.observe(time.monotonic() - started)
         if key in self._dirty:
+            # Added while worked on: now it waits like any other (counted once, at that add).
             self._dirty.discard(key)
-            self._add(key)
+            self._queued.add(key)
+            self._ready.put_nowait(key)
+        self._measure()
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._dirty)
