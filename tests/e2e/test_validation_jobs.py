@@ -184,7 +184,9 @@ def test_a_failing_job_blocks_the_version_quoting_its_message(traffic: Traffic) 
     print(f"failing Job: ValidationPassed={said['status']} {said['reason']}: {said['message']}")
     assert (said["status"], said["reason"]) == ("False", "Failed")
     assert "exited 3" in said["message"]
-    assert said["message"].endswith("accuracy 0.41 is below 0.8"), "the end of its log is quoted"
+    quoted, _, release = said["message"].partition("; to release: ")
+    assert quoted.endswith("accuracy 0.41 is below 0.8"), "the end of its log is quoted"
+    assert "fix what the Job reports" in release, "and what would release the version"
     assert st["stage"] == "Development"
     assert condition(st, "Stalled")["status"] == "True"
     assert [e["reason"] for e in events(t.kube, NAMESPACE, V2.name) if e["type"] == "Warning"] == ["Failed"]
