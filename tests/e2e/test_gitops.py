@@ -18,7 +18,6 @@ from tests.e2e.registry import (
     apply,
     condition,
     model_manifest,
-    set_stage,
     status,
     upload,
     version_manifest,
@@ -106,12 +105,22 @@ def test_argo_cd_and_flux_read_real_objects(kube: Cluster, s3: S3, namespace: st
     wait_condition(kube, namespace, "m", "Ready", status_="True", kind="registeredmodel")
     seen.check("registeredmodel-ready-beside-failures", "RegisteredModel", "m", "Healthy", says="Production: 1")
 
+    # A newer Production request wins: the older one says so until Git archives it.
+    fifth = upload(s3)
+    apply(kube, namespace, version_manifest("m-5", model="m", version="5", uri=fifth.uri, sha256=fifth.sha256,
+                                            stage="Production"))  # fmt: skip
+    wait_serving(kube, namespace, "m", "5")
+    wait_condition(kube, namespace, "m-1", "Stalled", status_="True", reason="Superseded")
+    seen.check("modelversion-superseded", "ModelVersion", "m-1", "Degraded", says="Superseded: a newer Production")
+    wait_condition(kube, namespace, "m-5", "Ready", status_="True")
+
     # A spec the operator has not seen yet: Ready=True from the old generation says nothing.
     operator.stop()
-    before = status(kube, namespace, "m-1")["observedGeneration"]
-    set_stage(kube, namespace, "m-1", "Archived")
-    wait_for(lambda: kube.get_json("-n", namespace, "modelversion/m-1")["metadata"]["generation"] > before,
-             timeout=10, what="a new generation of m-1")  # fmt: skip
-    obj = seen.check("modelversion-spec-not-observed", "ModelVersion", "m-1", "Progressing",
+    before = status(kube, namespace, "m-5")["observedGeneration"]
+    kube.kubectl("patch", "-n", namespace, "modelversion", "m-5", "--type=merge", "-p",
+                 json.dumps({"spec": {"description": "retrained on more data"}}))  # fmt: skip
+    wait_for(lambda: kube.get_json("-n", namespace, "modelversion/m-5")["metadata"]["generation"] > before,
+             timeout=10, what="a new generation of m-5")  # fmt: skip
+    obj = seen.check("modelversion-spec-not-observed", "ModelVersion", "m-5", "Progressing",
                      says="has not observed the latest spec")  # fmt: skip
     assert condition(obj["status"], "Ready")["status"] == "True"  # what a naive check would call Healthy

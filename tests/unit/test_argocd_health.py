@@ -74,6 +74,7 @@ CAPTURED = {
     "modelversion-checksum-mismatch": ("Degraded", "ChecksumMismatch: cannot enter Staging"),
     "modelversion-rollout-failed": ("Degraded", "RolloutFailed: Deployment m-2"),
     "registeredmodel-ready-beside-failures": ("Healthy", "Production: 1"),
+    "modelversion-superseded": ("Degraded", "Superseded: a newer Production request won"),
 }
 
 
