@@ -58,7 +58,8 @@ def test_argo_cd_and_flux_read_real_objects(kube: Cluster, s3: S3, namespace: st
 
     # Applied before the operator runs: no status at all yet.
     operator.stop()
-    apply(kube, namespace, model_manifest("m", serving=SERVING, **GATES))
+    # Long enough a progress deadline to read a rollout under way on a loaded machine.
+    apply(kube, namespace, model_manifest("m", serving=SERVING | {"progressDeadlineSeconds": 20}, **GATES))
     apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=first.uri, sha256=first.sha256,
                                             stage="Production"))  # fmt: skip
     seen.check("modelversion-no-status", "ModelVersion", "m-1", "Progressing", says="waiting for the modelreg operator")
@@ -93,7 +94,7 @@ def test_argo_cd_and_flux_read_real_objects(kube: Cluster, s3: S3, namespace: st
         apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=second.uri, sha256=second.sha256,
                                                 stage="Production"))  # fmt: skip
         wait_condition(kube, namespace, "m-2", "RolledOut", status_="False", reason="RolloutInProgress")
-        seen.check("modelversion-rolling-out", "ModelVersion", "m-2", "Progressing", says="waiting for the Deployment")
+        seen.check("modelversion-rolling-out", "ModelVersion", "m-2", "Progressing", says="Deployment")
         wait_condition(kube, namespace, "m", "Reconciling", status_="True", kind="registeredmodel")
         seen.check("registeredmodel-rolling-out", "RegisteredModel", "m", "Progressing", says="waiting for m-2")
         wait_condition(kube, namespace, "m-2", "RolledOut", status_="False", reason="RolloutFailed", timeout=90)
