@@ -29,6 +29,8 @@ from tests.e2e.registry import (
 from tests.gitops import ARGO_FOR_KSTATUS, FIXTURES, health, kstatus, scrub
 
 GATES = {"promotion": {"thresholds": [{"metric": "accuracy", "min": 0.8}]}}
+# Long enough a progress deadline to read a rollout under way on a loaded machine.
+SERVED = SERVING | {"progressDeadlineSeconds": 20}
 
 
 class Captures:
@@ -58,8 +60,7 @@ def test_argo_cd_and_flux_read_real_objects(kube: Cluster, s3: S3, namespace: st
 
     # Applied before the operator runs: no status at all yet.
     operator.stop()
-    # Long enough a progress deadline to read a rollout under way on a loaded machine.
-    apply(kube, namespace, model_manifest("m", serving=SERVING | {"progressDeadlineSeconds": 20}, **GATES))
+    apply(kube, namespace, model_manifest("m", serving=SERVED, **GATES))
     apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=first.uri, sha256=first.sha256,
                                             stage="Production"))  # fmt: skip
     seen.check("modelversion-no-status", "ModelVersion", "m-1", "Progressing", says="waiting for the modelreg operator")
@@ -105,6 +106,15 @@ def test_argo_cd_and_flux_read_real_objects(kube: Cluster, s3: S3, namespace: st
     # Version 1 still serves: the model is healthy; the failed versions carry their own Degraded.
     wait_condition(kube, namespace, "m", "Ready", status_="True", kind="registeredmodel")
     seen.check("registeredmodel-ready-beside-failures", "RegisteredModel", "m", "Healthy", says="Production: 1")
+
+    # A serving spec the API server refuses (huge pages need cpu or memory beside them).
+    bad = SERVED | {"resources": {"requests": {"hugepages-2Mi": "64Mi"}, "limits": {"hugepages-2Mi": "64Mi"}}}
+    apply(kube, namespace, model_manifest("m", serving=bad, **GATES))
+    wait_condition(kube, namespace, "m", "Stalled", status_="True", reason="ServingRefused", kind="registeredmodel")
+    seen.check("registeredmodel-serving-refused", "RegisteredModel", "m", "Degraded",
+               says="ServingRefused: the API server refused Deployment m-1")  # fmt: skip
+    apply(kube, namespace, model_manifest("m", serving=SERVED, **GATES))
+    wait_condition(kube, namespace, "m", "Ready", status_="True", kind="registeredmodel")
 
     # A newer Production request wins: the older one says so until Git archives it.
     fifth = upload(s3)
