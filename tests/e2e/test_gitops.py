@@ -1,7 +1,7 @@
 """GitOps tools read the operator's real objects: the Argo CD health scripts
 (manifests/argocd) run on objects captured live while a model and its versions
-pass through healthy, progressing and degraded states, and Flux's kstatus rules
-agree with them. With MODELREG_SAVE_GITOPS_FIXTURES=1 the captured objects are
+pass through healthy, progressing and degraded states (rollouts, gates, a
+validation Job), and Flux's kstatus rules agree with them. With MODELREG_SAVE_GITOPS_FIXTURES=1 the captured objects are
 written to tests/unit/fixtures/gitops for the unit tests."""
 
 from __future__ import annotations
@@ -135,3 +135,23 @@ def test_argo_cd_and_flux_read_real_objects(kube: Cluster, s3: S3, namespace: st
     obj = seen.check("modelversion-spec-not-observed", "ModelVersion", "m-5", "Progressing",
                      says="has not observed the latest spec")  # fmt: skip
     assert condition(obj["status"], "Ready")["status"] == "True"  # what a naive check would call Healthy
+
+
+def test_argo_cd_reads_a_validation_under_way_and_its_failure(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    seen = Captures(kube, namespace)
+    # No Pod may be created in the namespace: the validation Job waits out its deadline.
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods"}, "spec": {"hard": {"pods": "0"}}}
+    apply(kube, namespace, json.dumps(quota))
+    validation = {"image": "registry.example.com/validate:1", "command": ["true"], "activeDeadlineSeconds": 15}
+    apply(kube, namespace, model_manifest("m", serving=SERVED, promotion={"validation": validation}))
+    art = upload(s3)
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=art.sha256,
+                                            stage="Staging"))  # fmt: skip
+    wait_condition(kube, namespace, "m-1", "ValidationPassed", status_="Unknown")
+    seen.check("modelversion-validation-running", "ModelVersion", "m-1", "Progressing",
+               says="held by ValidationPassed: validation Job")  # fmt: skip
+    wait_condition(kube, namespace, "m-1", "ValidationPassed", status_="False", timeout=90)
+    seen.check("modelversion-validation-failed", "ModelVersion", "m-1", "Degraded",
+               says="DeadlineExceeded: cannot enter Staging")  # fmt: skip

@@ -76,6 +76,8 @@ CAPTURED = {
     "modelversion-rollout-failed": ("Degraded", "RolloutFailed: Deployment m-2"),
     "registeredmodel-ready-beside-failures": ("Healthy", "Production: 1"),
     "modelversion-superseded": ("Degraded", "Superseded: a newer Production request won"),
+    "modelversion-validation-running": ("Progressing", "held by ValidationPassed: validation Job"),
+    "modelversion-validation-failed": ("Degraded", "DeadlineExceeded: cannot enter Staging"),
     "registeredmodel-serving-refused": ("Degraded", "ServingRefused: the API server refused Deployment m-1"),
 }
 
