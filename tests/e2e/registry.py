@@ -174,3 +174,23 @@ def serve_first_version(kube: Cluster, s3: S3, namespace: str, **serving: object
     wait_serving(kube, namespace, "m", "1")
     wait_replicas(kube, namespace, "m-1", 2)
     return art.uri
+
+
+def serve_then_lose_everything(kube: Cluster, s3: S3, namespace: str, **model: Any) -> tuple[str, Artifact, Artifact]:
+    """A disaster to recover from: model `m` serves version 1 (Production) with version 2 in
+    Staging, then everything is deleted, objects and what served them. Returns the
+    manifests (what Git holds) and the two artifacts."""
+    a, b = upload(s3), upload(s3)
+    manifests = "\n---\n".join([
+        model_manifest("m", serving=SERVING, **model),
+        version_manifest("m-1", model="m", version="1", uri=a.uri, sha256=a.sha256, stage="Production"),
+        version_manifest("m-2", model="m", version="2", uri=b.uri, sha256=b.sha256, stage="Staging"),
+    ])  # fmt: skip
+    apply(kube, namespace, manifests)
+    wait_serving(kube, namespace, "m", "1")
+    wait_stage(kube, namespace, "m-2", "Staging")
+    kube.kubectl("annotate", "modelversion/m-1", "-n", namespace, "modelreg.dev/allow-delete-serving=true")
+    kube.kubectl("delete", "modelversions,registeredmodels", "--all", "-n", namespace)
+    kube.kubectl("delete", "deployments,services", "--all", "-n", namespace, "--ignore-not-found")
+    wait_for(lambda: not kube.get_json("-n", namespace, "deployments")["items"], timeout=60, what="nothing left")
+    return manifests, a, b

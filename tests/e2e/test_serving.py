@@ -21,6 +21,7 @@ from tests.e2e.registry import (
     events,
     model_manifest,
     serve_first_version,
+    serve_then_lose_everything,
     service_selector,
     serving_version,
     set_stage,
@@ -257,20 +258,7 @@ def test_disaster_recovery_from_the_same_yaml(
     kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
 ) -> None:
     invariants.require_endpoint = False  # everything is deleted, on purpose, before it is re-created
-    a, b = upload(s3), upload(s3)
-    manifests = "\n---\n".join([
-        model_manifest("m", serving=SERVING),
-        version_manifest("m-1", model="m", version="1", uri=a.uri, sha256=a.sha256, stage="Production"),
-        version_manifest("m-2", model="m", version="2", uri=b.uri, sha256=b.sha256, stage="Staging"),
-    ])  # fmt: skip
-    apply(kube, namespace, manifests)
-    wait_serving(kube, namespace, "m", "1")
-    wait_stage(kube, namespace, "m-2", "Staging")
-
-    kube.kubectl("annotate", "modelversion/m-1", "-n", namespace, "modelreg.dev/allow-delete-serving=true")
-    kube.kubectl("delete", "modelversions,registeredmodels", "--all", "-n", namespace)
-    kube.kubectl("delete", "deployments,services", "--all", "-n", namespace, "--ignore-not-found")
-    wait_for(lambda: not kube.get_json("-n", namespace, "deployments")["items"], timeout=60, what="nothing left")
+    manifests, _, _ = serve_then_lose_everything(kube, s3, namespace)
 
     apply(kube, namespace, manifests)
     wait_serving(kube, namespace, "m", "1")
