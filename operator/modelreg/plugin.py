@@ -109,9 +109,9 @@ def _epoch(value: Any) -> float:
 
 
 def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    return str(value)
+    """One spelling of UTC for every row, as status.history writes it."""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return text.replace("+00:00", "Z")
 
 
 def split_release(message: str) -> tuple[str, str]:
@@ -199,6 +199,18 @@ def promotion_verdict(version: Obj, selector: dict[str, str] | None, *, target: 
         reason = cause.get("reason") or str(st["phase"])
         return Verdict("failed", reason, cause.get("message") or f"phase {st['phase']}")
     return Verdict("waiting", ready.get("reason") or st.get("phase") or "Pending", ready.get("message", ""))
+
+
+def held_before_request(version: Obj, *, target: Stage) -> Verdict | None:
+    """A version a gate holds now cannot enter Production either (the gates that hold it at
+    Staging hold it there too): refused before any change, so the version serving now keeps
+    its request. (Only toward Production: asking Staging may be what releases a hold.)"""
+    st = version.get("status") or {}
+    current = (st.get("observedGeneration") or 0) >= version["metadata"].get("generation", 0)
+    if target is not Stage.PRODUCTION or not current or st.get("phase") != "Blocked":
+        return None
+    stalled = condition(version, "Stalled")
+    return Verdict("failed", stalled.get("reason") or "Blocked", stalled.get("message") or "held by a gate")
 
 
 def rollback_target(versions: list[Obj], *, asked: str | None) -> Obj:
@@ -366,6 +378,10 @@ def _cmd_rollback(client: Any, namespace: str, args: argparse.Namespace) -> int:
 
 def _request_and_wait(client: Any, namespace: str, version: Obj, stage: Stage, args: argparse.Namespace) -> int:
     name, model = version["metadata"]["name"], version["spec"]["model"]
+    held = held_before_request(version, target=stage)
+    if held is not None:
+        print(f"failed: {name} is held, nothing was changed: {held.reason}: {held.message}", file=sys.stderr)
+        return EXIT_FAILED
     versions = kube.list_versions(client, namespace=namespace, model=model)
     changes = staging.stage_changes(versions, target=name, stage=stage)
     kube.set_stages(client, namespace=namespace, stages=changes)

@@ -123,6 +123,18 @@ def test_promotion_verdict(status: dict[str, Any], selector: dict[str, str], sta
     assert (verdict.state, verdict.reason) == (state, reason)
 
 
+def test_a_held_version_is_refused_before_any_change_toward_production_only() -> None:
+    held = {"observedGeneration": 2, "stage": "Development", "phase": "Blocked",
+            "conditions": [cond("Stalled", "True", "ThresholdNotMet", "held by MetricThresholds: x")]}  # fmt: skip
+    v = mv("m-3", version="3", status=held, generation=2)
+    verdict = plugin.held_before_request(v, target=Stage.PRODUCTION)
+    assert verdict == plugin.Verdict("failed", "ThresholdNotMet", "held by MetricThresholds: x")
+    assert plugin.held_before_request(v, target=Stage.STAGING) is None
+    # a status of an older generation says nothing about the request being made
+    assert plugin.held_before_request(mv("m-3", version="3", status=held, generation=3),
+                                      target=Stage.PRODUCTION) is None  # fmt: skip
+
+
 def test_rollback_goes_to_the_version_that_last_left_production() -> None:
     def was_prod(name: str, version: str, at: str, stage: str = "Archived") -> dict[str, Any]:
         return mv(name, version=version, stage=stage, status={"stage": stage, "history": [
