@@ -291,11 +291,93 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# ---- shell completion ----
+
+SUBCOMMANDS = ("list", "history", "why", "promote", "rollback")
+COMPLETE_NO_FILES = ":4"  # Cobra's ShellCompDirectiveNoFileComp, the format kubectl reads from a plugin
+
+
+def completions(words: Sequence[str], *, models: Sequence[str] = (), versions: Sequence[str] = ()) -> list[str]:
+    """Candidates for the last of `words` (the word being typed, maybe empty), after
+    `kubectl modelreg`. `models` and `versions` are the names in the namespace."""
+    *before, current = words or [""]
+    if not before:
+        return [c for c in SUBCOMMANDS if c.startswith(current)]
+    command, previous = before[0], before[-1]
+    if previous in ("-o", "--output"):
+        candidates: Sequence[str] = ("table", "json", "yaml")
+    elif previous == "--to":
+        candidates = (Stage.STAGING.value, Stage.PRODUCTION.value)
+    elif previous in ("-n", "--namespace", "--kubeconfig", "--context", "--timeout"):
+        candidates = ()
+    elif current.startswith("-"):
+        sub = _subparsers(parser()).get(command)
+        candidates = [o for a in (sub._actions if sub else []) for o in a.option_strings]
+    else:
+        positional = [
+            w for i, w in enumerate(before[1:], 1) if not w.startswith("-") and not _takes_value(before[i - 1])
+        ]
+        if command in ("why", "promote") and not positional:
+            candidates = versions
+        elif command in ("history", "rollback") and not positional:
+            candidates = models
+        elif command == "rollback" and len(positional) == 1:
+            candidates = [v for v in versions if v.startswith(f"{positional[0]}-")] or versions
+        else:
+            candidates = ()
+    return [c for c in candidates if c.startswith(current)]
+
+
+def _takes_value(word: str) -> bool:
+    return word in ("-n", "--namespace", "--kubeconfig", "--context", "--timeout", "-o", "--output", "--to")
+
+
+def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _option(words: Sequence[str], *names: str) -> str | None:
+    for i, w in enumerate(words[:-1]):
+        if w in names:
+            return words[i + 1]
+        for n in names:
+            if n.startswith("--") and w.startswith(f"{n}="):
+                return w.split("=", 1)[1]
+    return None
+
+
+def complete_main(argv: Sequence[str] | None = None) -> int:
+    """`kubectl_complete-modelreg WORDS...`: kubectl (1.26+) runs this for `kubectl modelreg <TAB>`.
+    Names come from the cluster the words name; a cluster that does not answer completes nothing."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    models: list[str] = []
+    versions: list[str] = []
+    if len(words) > 1 and not words[-1].startswith("-"):
+        try:
+            kubeconfig, context = _option(words, "--kubeconfig"), _option(words, "--context")
+            client = kube.new_client(kubeconfig, context=context, user_agent=USER_AGENT)
+            namespace = _option(words, "-n", "--namespace") or _context_namespace(kubeconfig, context)
+            models = sorted({m["metadata"]["name"] for m in kube.list_objects(client, plural=rm.PLURAL,
+                                                                              namespace=namespace)})  # fmt: skip
+            versions = sorted(v["metadata"]["name"] for v in kube.list_objects(client, plural=mv.PLURAL,
+                                                                               namespace=namespace))  # fmt: skip
+        except Exception:  # completion never prints an error into the command line being typed
+            pass
+    print("\n".join([*completions(words, models=models, versions=versions), COMPLETE_NO_FILES]))
+    return EXIT_OK
+
+
 # ---- I/O ----
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["__complete"]:  # as Cobra programs do; kubectl_complete-modelreg runs the same
+        return complete_main(words[1:])
+    args = parser().parse_args(words)
     try:
         client = kube.new_client(args.kubeconfig, context=args.context, user_agent=USER_AGENT)
         namespace = args.namespace or _context_namespace(args.kubeconfig, args.context)

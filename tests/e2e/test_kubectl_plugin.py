@@ -4,9 +4,11 @@ against the local control plane with the operator running."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from modelreg import plugin
@@ -135,3 +137,31 @@ def test_kubectl_modelreg_errors_are_one_line_and_non_zero(kube: Cluster, namesp
     assert out.returncode == plugin.EXIT_ERROR
     assert "no-such-context" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_kubectl_runs_the_plugin_and_completes_its_words(
+    kube: Cluster, crds: Path, namespace: str, tmp_path: Path
+) -> None:
+    """kubectl itself finds `kubectl-modelreg` and `kubectl_complete-modelreg` on PATH
+    (here: shims running this checkout, as the installed console scripts would)."""
+    for name, first in (("kubectl-modelreg", ""), ("kubectl_complete-modelreg", "__complete ")):
+        shim = tmp_path / name
+        shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m modelreg.plugin {first}"$@"\n')
+        shim.chmod(0o755)
+    apply(kube, namespace, model_manifest("m"))
+    for name in ("m-1", "m-2"):
+        apply(kube, namespace, version_manifest(name, model="m", version=name[2:], uri="s3://bucket/k"))
+    env = os.environ | {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    flags = ["-n", namespace, f"--kubeconfig={kube.kubeconfig}"]
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([kube.kubectl_path, *args], capture_output=True, text=True, env=env, timeout=60)
+
+    out = kubectl("modelreg", "list", *flags, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    assert [r["model"] for r in json.loads(out.stdout)] == ["m"]
+    out = kubectl("__complete", "modelreg", "promote", *flags, "m-")
+    print(f"$ kubectl __complete modelreg promote ... m-\n{out.stdout}")
+    assert out.stdout.splitlines()[:2] == ["m-1", "m-2"]
+    out = kubectl("__complete", "modelreg", "h")
+    assert out.stdout.splitlines()[0] == "history"

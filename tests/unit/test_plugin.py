@@ -174,3 +174,23 @@ def test_arguments() -> None:
     assert exc.value.code == plugin.EXIT_USAGE
     with pytest.raises(SystemExit):
         p.parse_args([])
+
+
+def test_completion_of_subcommands_flags_values_and_names() -> None:
+    names = {"models": ["fraud", "m"], "versions": ["fraud-1", "m-1", "m-2"]}
+    assert plugin.completions([""]) == list(plugin.SUBCOMMANDS)
+    assert plugin.completions(["pr"]) == ["promote"]
+    assert plugin.completions(["promote", "m-"], **names) == ["m-1", "m-2"]
+    assert plugin.completions(["history", ""], **names) == ["fraud", "m"]
+    assert plugin.completions(["rollback", "m", ""], **names) == ["m-1", "m-2"]
+    # the value of an option is not a positional argument
+    assert plugin.completions(["why", "-n", "team", ""], **names) == names["versions"]
+    assert plugin.completions(["why", "m-1", "-o", ""], **names) == ["table", "json", "yaml"]
+    assert plugin.completions(["promote", "m-2", "--to", "S"]) == ["Staging"]
+    assert plugin.completions(["list", "--all"]) == ["--all-namespaces"]
+    assert plugin.completions(["why", "m-1", ""], **names) == []
+
+
+def test_the_completion_executable_follows_kubectls_naming() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kubectl_complete-modelreg"] == "modelreg.plugin:complete_main"
