@@ -1,7 +1,7 @@
 """`kubectl modelreg`: the registry from a person's terminal, against any cluster a kubeconfig names.
 
 Installed as the `kubectl-modelreg` executable (krew's naming: kubectl finds it on PATH and runs
-it for `kubectl modelreg ...`). Subcommands: list, history, why, promote, rollback.
+it for `kubectl modelreg ...`). Subcommands: list, history, why, promote, rollback, diff.
 
 The functions that turn read objects into rows, reports and verdicts are pure (unit tested);
 `main` and the `_cmd_*` functions read through `kube` and print. A stage change is made the
@@ -234,6 +234,31 @@ def rollback_target(versions: list[Obj], *, asked: str | None) -> Obj:
     return best[1]
 
 
+def diff_rows(models: list[Obj], versions: list[Obj]) -> list[Row]:
+    """What is asked for and not yet so, from status alone (the planner is not run): each
+    object whose spec the operator has not observed yet, and each version whose requested
+    stage is not its effective one, with what it waits on or what holds it."""
+    rows: list[Row] = []
+    for m in models:
+        st = m.get("status") or {}
+        if (st.get("observedGeneration") or 0) < m["metadata"].get("generation", 0):
+            rows.append({"object": f"registeredmodel/{m['metadata']['name']}", "from": "", "to": "",
+                         "phase": "", "reason": "NotObserved", "message": "spec changed; not reconciled yet",
+                         "release": ""})  # fmt: skip
+    for v in versions:
+        st, spec = v.get("status") or {}, v.get("spec", {})
+        requested, effective = spec.get("stage", Stage.DEVELOPMENT.value), st.get("stage") or ""
+        observed = (st.get("observedGeneration") or 0) >= v["metadata"].get("generation", 0)
+        if requested == effective and observed:
+            continue
+        ready = condition(v, "Ready")
+        message, release = split_release(ready.get("message", "")) if observed else ("not reconciled yet", "")
+        rows.append({"object": f"modelversion/{v['metadata']['name']}", "from": effective or "-", "to": requested,
+                     "phase": st.get("phase") or "", "reason": ready.get("reason", "") if observed else "NotObserved",
+                     "message": message, "release": release})  # fmt: skip
+    return rows
+
+
 def render(data: Any, *, output: str, columns: Sequence[str] = ()) -> str:
     """`data` as json, yaml, or (rows only) a table of `columns`."""
     if output == "json":
@@ -276,6 +301,8 @@ def parser() -> argparse.ArgumentParser:
     hist.add_argument("model")
     why = sub.add_parser("why", parents=[common], help="what holds a version, and what would release it")
     why.add_argument("version", help="ModelVersion object name")
+    diff = sub.add_parser("diff", parents=[common], help="what is asked for and not yet so (read-only)")
+    diff.add_argument("model", nargs="?", help="one model (default: all in the namespace)")
     for name, help_ in (("promote", "request Production (or --to Staging) for a version and wait"),
                         ("rollback", "put an earlier version back in Production and wait")):  # fmt: skip
         cmd = sub.add_parser(name, parents=[common], help=help_)
@@ -293,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
 
 # ---- shell completion ----
 
-SUBCOMMANDS = ("list", "history", "why", "promote", "rollback")
+SUBCOMMANDS = ("list", "history", "why", "promote", "rollback", "diff")
 COMPLETE_NO_FILES = ":4"  # Cobra's ShellCompDirectiveNoFileComp, the format kubectl reads from a plugin
 
 
@@ -319,7 +346,7 @@ def completions(words: Sequence[str], *, models: Sequence[str] = (), versions: S
         ]
         if command in ("why", "promote") and not positional:
             candidates = versions
-        elif command in ("history", "rollback") and not positional:
+        elif command in ("history", "rollback", "diff") and not positional:
             candidates = models
         elif command == "rollback" and len(positional) == 1:
             candidates = [v for v in versions if v.startswith(f"{positional[0]}-")] or versions
@@ -382,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = kube.new_client(args.kubeconfig, context=args.context, user_agent=USER_AGENT)
         namespace = args.namespace or _context_namespace(args.kubeconfig, args.context)
         command = {"list": _cmd_list, "history": _cmd_history, "why": _cmd_why,
-                   "promote": _cmd_promote, "rollback": _cmd_rollback}[args.command]  # fmt: skip
+                   "promote": _cmd_promote, "rollback": _cmd_rollback, "diff": _cmd_diff}[args.command]  # fmt: skip
         return command(client, namespace, args)
     except staging.StageChangeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -441,6 +468,20 @@ def _cmd_why(client: Any, namespace: str, args: argparse.Namespace) -> int:
     report = why_report(version, kube.read_model(client, namespace=namespace, name=model_name),
                         kube.read_service_selector(client, namespace=namespace, name=model_name))  # fmt: skip
     print(render_why(report) if args.output == "table" else render(report, output=args.output))
+    return EXIT_OK
+
+
+def _cmd_diff(client: Any, namespace: str, args: argparse.Namespace) -> int:
+    models = kube.list_objects(client, plural=rm.PLURAL, namespace=namespace)
+    versions = kube.list_objects(client, plural=mv.PLURAL, namespace=namespace)
+    if args.model:
+        models = [m for m in models if m["metadata"]["name"] == args.model]
+        versions = [v for v in versions if v.get("spec", {}).get("model") == args.model]
+    rows = diff_rows(models, versions)
+    if args.output == "table" and not rows:
+        print("nothing pending: every request is met")
+    else:
+        print(render(rows, output=args.output, columns=["object", "from", "to", "phase", "reason", "message"]))
     return EXIT_OK
 
 

@@ -75,6 +75,14 @@ def test_kubectl_modelreg_lists_explains_promotes_and_rolls_back(
     report = json.loads(modelreg(kube, namespace, "why", "m-3", "-o", "json").stdout)
     assert [h["condition"] for h in report["holds"]] == ["MetricThresholds"]
 
+    # diff: what is asked for and not yet so (m-3's Staging request, held)
+    out = modelreg(kube, namespace, "diff")
+    shown(out, "diff")
+    assert out.returncode == 0
+    diff = json.loads(modelreg(kube, namespace, "diff", "m", "-o", "json").stdout)
+    assert [(d["object"], d["from"], d["to"], d["reason"]) for d in diff] == [
+        ("modelversion/m-3", "Development", "Staging", "ThresholdNotMet")]  # fmt: skip
+
     # promote: waits until the Service serves m-2, archives m-1's request (Git-tidy)
     out = modelreg(kube, namespace, "promote", "m-2", "--timeout", "180")
     shown(out, "promote m-2")
@@ -120,8 +128,9 @@ def test_kubectl_modelreg_lists_explains_promotes_and_rolls_back(
         kube.kubectl("uncordon", cluster.NODE_NAME)
     shown(out, "promote m-2 --timeout 20  (node cordoned)")
     assert out.returncode == plugin.EXIT_TIMEOUT
-    assert "timed out: m-2 Production:" in out.stderr
-    assert "0/1 nodes are available" in out.stderr
+    # where it stood: rolling out (the message says how far, and why once the operator read the Pods)
+    assert "timed out: m-2 Production: Rollout" in out.stderr
+    assert "after 20s: " in out.stderr
     assert serving_version(kube, namespace, "m") == "1"
     out = modelreg(kube, namespace, "promote", "m-2", "--timeout", "180")
     shown(out, "promote m-2  (node uncordoned)")

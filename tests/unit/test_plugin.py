@@ -194,3 +194,20 @@ def test_completion_of_subcommands_flags_values_and_names() -> None:
 def test_the_completion_executable_follows_kubectls_naming() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["kubectl_complete-modelreg"] == "modelreg.plugin:complete_main"
+
+
+def test_diff_lists_what_is_asked_and_not_yet_so() -> None:
+    settled = mv("m-1", version="1", stage="Production", status={"observedGeneration": 1, "stage": "Production"})
+    ready = cond("Ready", "False", "ThresholdNotMet", "held by MetricThresholds: low; to release: retrain")
+    held = mv("m-3", version="3", stage="Staging", status={"observedGeneration": 1, "stage": "Development",
+              "phase": "Blocked", "conditions": [ready]})  # fmt: skip
+    unseen = mv("m-4", version="4", stage="Production", status={"observedGeneration": 1, "stage": "Production"},
+                generation=2)  # fmt: skip
+    model = {"metadata": {"name": "m", "generation": 3}, "status": {"observedGeneration": 2}}
+    rows = plugin.diff_rows([model], [settled, held, unseen])
+    assert [(r["object"], r["from"], r["to"], r["reason"]) for r in rows] == [
+        ("registeredmodel/m", "", "", "NotObserved"),
+        ("modelversion/m-3", "Development", "Staging", "ThresholdNotMet"),
+        ("modelversion/m-4", "Production", "Production", "NotObserved"),
+    ]
+    assert (rows[1]["message"], rows[1]["release"]) == ("held by MetricThresholds: low", "retrain")
