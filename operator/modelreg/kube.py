@@ -137,6 +137,51 @@ def list_model_names(client: ApiClient, *, namespace: str | None) -> list[tuple[
     return sorted(keys)
 
 
+# Reads for `kubectl modelreg` (the `plugin` module): whole objects as plain dicts.
+
+
+def list_objects(client: ApiClient, *, plural: str, namespace: str | None) -> list[Obj]:
+    """Every RegisteredModel or ModelVersion (by `plural`) of a namespace, or of all with None."""
+    api = CustomObjectsApi(client)
+    if namespace:
+        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
+    else:
+        listed = api.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
+    return list(listed.get("items", []))
+
+
+def read_model(client: ApiClient, *, namespace: str, name: str) -> Obj | None:
+    try:
+        obj: Obj = CustomObjectsApi(client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, rm.PLURAL, name, _request_timeout=_TIMEOUT
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj
+
+
+def read_service_selector(client: ApiClient, *, namespace: str, name: str) -> dict[str, str] | None:
+    """The selector of a Service, None when there is no such Service."""
+    try:
+        svc = CoreV1Api(client).read_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(svc.spec.selector or {})
+
+
+def list_events_about(client: ApiClient, *, namespace: str, kind: str, names: set[str]) -> list[Obj]:
+    """core/v1 Events about objects of `kind` named in `names` (one list call, filtered here)."""
+    listed = CoreV1Api(client).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind={kind}", _request_timeout=_TIMEOUT
+    )
+    events = [client.sanitize_for_serialization(e) for e in listed.items]
+    return [e for e in events if e.get("involvedObject", {}).get("name") in names]
+
+
 def apply_status(client: ApiClient, obj: Obj, status: Obj) -> None:
     """Server-side apply of `status` on the status subresource of `obj`."""
     plural = rm.PLURAL if obj["kind"] == rm.KIND else mv.PLURAL
@@ -380,48 +425,3 @@ def _reason(exc: ApiException) -> str:
         return str(json.loads(exc.body).get("message"))
     except (TypeError, ValueError):
         return str(exc.reason)
-
-
-# Reads for `kubectl modelreg` (the `plugin` module): whole objects as plain dicts.
-
-
-def list_objects(client: ApiClient, *, plural: str, namespace: str | None) -> list[Obj]:
-    """Every RegisteredModel or ModelVersion (by `plural`) of a namespace, or of all with None."""
-    api = CustomObjectsApi(client)
-    if namespace:
-        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
-    else:
-        listed = api.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
-    return list(listed.get("items", []))
-
-
-def read_model(client: ApiClient, *, namespace: str, name: str) -> Obj | None:
-    try:
-        obj: Obj = CustomObjectsApi(client).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, rm.PLURAL, name, _request_timeout=_TIMEOUT
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return obj
-
-
-def read_service_selector(client: ApiClient, *, namespace: str, name: str) -> dict[str, str] | None:
-    """The selector of a Service, None when there is no such Service."""
-    try:
-        svc = CoreV1Api(client).read_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return dict(svc.spec.selector or {})
-
-
-def list_events_about(client: ApiClient, *, namespace: str, kind: str, names: set[str]) -> list[Obj]:
-    """core/v1 Events about objects of `kind` named in `names` (one list call, filtered here)."""
-    listed = CoreV1Api(client).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.kind={kind}", _request_timeout=_TIMEOUT
-    )
-    events = [client.sanitize_for_serialization(e) for e in listed.items]
-    return [e for e in events if e.get("involvedObject", {}).get("name") in names]
