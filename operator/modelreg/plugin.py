@@ -96,7 +96,10 @@ def history_rows(versions: list[Obj], events: list[Obj]) -> list[Row]:
             continue
         rows.append({"time": _iso(when), "version": version_of.get(name, ""), "object": name, "stage": "",
                      "reason": reason, "message": e.get("message", ""), "source": "event"})  # fmt: skip
-    return sorted(rows, key=lambda r: _epoch(r["time"]), reverse=True)
+    # Times have one-second resolution: within a second, a version's later transition (later in its
+    # status.history, which is oldest first) comes first.
+    order = {id(r): i for i, r in enumerate(rows)}
+    return sorted(rows, key=lambda r: (_epoch(r["time"]), order[id(r)]), reverse=True)
 
 
 def _epoch(value: Any) -> float:

@@ -67,6 +67,11 @@ def test_history_is_newest_first_and_events_do_not_repeat_transitions() -> None:
     assert [(r["version"], r["reason"]) for r in rows] == [
         ("1", "Promoted"), ("2", "MetricThresholdsFailed"), ("2", "Registered"), ("1", "Registered")]  # fmt: skip
     assert [r["source"] for r in rows] == ["status", "event", "status", "status"]
+    # within one second, the later transition of a version first
+    same = mv("m-1", version="1", status={"history": [
+        {"stage": "Development", "time": "2026-01-01T10:00:00Z", "reason": "Registered"},
+        {"stage": "Production", "time": "2026-01-01T10:00:00Z", "reason": "Promoted"}]})  # fmt: skip
+    assert [r["reason"] for r in plugin.history_rows([same], [])] == ["Promoted", "Registered"]
 
 
 def test_why_names_the_gate_and_what_releases_it() -> None:
