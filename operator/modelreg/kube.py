@@ -47,16 +47,18 @@ def use_kubeconfig(path: str) -> None:
     kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION = path
 
 
-def new_client(kubeconfig: str | None = None) -> ApiClient:
-    """An API client from a kubeconfig, or from the in-cluster service account."""
+def new_client(kubeconfig: str | None = None, *, context: str | None = None, user_agent: str = USER_AGENT) -> ApiClient:
+    """An API client from a kubeconfig (and one of its contexts), or from the in-cluster service account."""
     config = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
+        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=config)
     except kubernetes.config.ConfigException:
+        if context:  # a context that was asked for and is not there is an error, not a cue for in-cluster
+            raise
         kubernetes.config.load_incluster_config(client_configuration=config)
     client = ApiClient(config)
-    # Names the operator in audit logs, which is how tests count its writes.
-    client.user_agent = USER_AGENT
+    # Names the operator (or the tool) in audit logs, which is how tests count the operator's writes.
+    client.user_agent = user_agent
     return client
 
 
@@ -133,6 +135,51 @@ def list_model_names(client: ApiClient, *, namespace: str | None) -> list[tuple[
             if name:
                 keys.add((item["metadata"]["namespace"], name))
     return sorted(keys)
+
+
+# Reads for `kubectl modelreg` (the `plugin` module): whole objects as plain dicts.
+
+
+def list_objects(client: ApiClient, *, plural: str, namespace: str | None) -> list[Obj]:
+    """Every RegisteredModel or ModelVersion (by `plural`) of a namespace, or of all with None."""
+    api = CustomObjectsApi(client)
+    if namespace:
+        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
+    else:
+        listed = api.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
+    return list(listed.get("items", []))
+
+
+def read_model(client: ApiClient, *, namespace: str, name: str) -> Obj | None:
+    try:
+        obj: Obj = CustomObjectsApi(client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, rm.PLURAL, name, _request_timeout=_TIMEOUT
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return obj
+
+
+def read_service_selector(client: ApiClient, *, namespace: str, name: str) -> dict[str, str] | None:
+    """The selector of a Service, None when there is no such Service."""
+    try:
+        svc = CoreV1Api(client).read_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(svc.spec.selector or {})
+
+
+def list_events_about(client: ApiClient, *, namespace: str, kind: str, names: set[str]) -> list[Obj]:
+    """core/v1 Events about objects of `kind` named in `names` (one list call, filtered here)."""
+    listed = CoreV1Api(client).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind={kind}", _request_timeout=_TIMEOUT
+    )
+    events = [client.sanitize_for_serialization(e) for e in listed.items]
+    return [e for e in events if e.get("involvedObject", {}).get("name") in names]
 
 
 def apply_status(client: ApiClient, obj: Obj, status: Obj) -> None:
