@@ -348,6 +348,17 @@ class TestDuplicateVersions:
         assert plan.rolling_out is None
         assert [e for e in plan.events if e.name == "aaa" and e.reason == "DuplicateVersion"]
 
+    def test_a_copy_created_in_the_same_second_never_takes_over_what_serves(self) -> None:
+        """creationTimestamp has whole seconds: seen in CI, a copy applied within the
+        second of the original, with a name that sorts first, took the version."""
+        serving = created(version("1", P, effective=P, requested_at=EARLIER), name="m-1", minutes=0)
+        copy = created(version("1", P), name="a-copy", minutes=0)
+        assert lifecycle.duplicates([copy, serving]) == {"a-copy"}
+        plan = lifecycle.plan(model(**SERVED), [copy, serving], now=NOW, rollouts={})
+        assert plan.production == "m-1"
+        assert condition(plan, "a-copy", "Stalled") == ("True", "DuplicateVersion")
+        assert "ModelVersion m-1 already registers" in plan.versions["a-copy"].conditions[-1].message
+
 
 def test_a_refused_serving_spec_stalls_the_model_with_the_api_servers_words() -> None:
     why = "the API server refused Deployment iris-1 as rendered from spec.serving: Limit must be set"

@@ -94,13 +94,21 @@ def duplicates(versions: Sequence[VersionInput]) -> set[str]:
     object at a time), so the oldest object keeps the version and the others are
     held: two objects deploying one version would fight over one Deployment."""
     first: dict[str, VersionInput] = {}
-    for v in sorted(versions, key=lambda v: (timestamp(v.created), v.name)):
+    for v in sorted(versions, key=_claim):
         first.setdefault(v.spec.version, v)
     return {v.name for v in versions if first[v.spec.version].name != v.name}
 
 
+def _claim(v: VersionInput) -> tuple[float, bool, str]:
+    """Which object of one version came first. creationTimestamp has whole seconds, so
+    two objects can tie: then the one the operator has already given a stage (its
+    history is not empty) keeps the version, whatever the names; a copy applied in the
+    same second as the original must never take over, or demote, what serves."""
+    return timestamp(v.created), not v.status.history, v.name
+
+
 def _duplicate(v: VersionInput, versions: Sequence[VersionInput], now: datetime) -> Work:
-    owner = min((o for o in versions if o.spec.version == v.spec.version), key=lambda o: (timestamp(o.created), o.name))
+    owner = min((o for o in versions if o.spec.version == v.spec.version), key=_claim)
     w = _start(v, now)
     w.requested_at = None
     if w.effective in (Stage.PRODUCTION, Stage.STAGING):
