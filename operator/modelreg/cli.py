@@ -37,6 +37,19 @@ def _parser() -> argparse.ArgumentParser:
                                                "choice); 0 or empty: none (default)")  # fmt: skip
     run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("MODELREG_LOG_FORMAT", "text"),
                      help="text (default) or json: one JSON object a line")  # fmt: skip
+    ha = run.add_argument_group("high availability (several replicas; see the README)")
+    ha.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=os.environ.get("MODELREG_LEADER_ELECT", "").lower() == "true",
+        help="reconcile only while holding a coordination.k8s.io Lease (also MODELREG_LEADER_ELECT=true)",
+    )
+    ha.add_argument(
+        "--leader-election-namespace",
+        metavar="NAMESPACE",
+        help="the Lease's namespace (default: the operator Pod's own)",
+    )
+    ha.add_argument("--leader-election-id", default="modelreg-operator", metavar="NAME", help="the Lease's name")
     store = run.add_argument_group("artifact storage and verification")
     store.add_argument("--storage-endpoint", action="append", metavar="URL", default=[],
                        help="an S3 endpoint models may name in spec.storage.endpoint (repeat; also "
@@ -149,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from modelreg import leading
     from modelreg.metrics import parse_bind_address
     from modelreg.running import run_operator
     from modelreg.verifying import Settings
@@ -163,6 +177,13 @@ def _run(args: argparse.Namespace) -> int:
         allow_insecure=args.allow_insecure_storage,
         endpoints=tuple(endpoints),
     )
+    election = None
+    if args.leader_elect:
+        lease_namespace = args.leader_election_namespace or leading.pod_namespace()
+        if lease_namespace is None:
+            print("modelreg run: --leader-elect outside a Pod needs --leader-election-namespace", file=sys.stderr)
+            return 2
+        election = leading.Settings(namespace=lease_namespace, name=args.leader_election_id)
     run_operator(
         namespace=args.namespace,
         kubeconfig=args.kubeconfig,
@@ -171,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         verify=verify,
         metrics_bind=parse_bind_address(args.metrics_bind_address),
         log_format=args.log_format,
+        election=election,
     )
     return 0
 

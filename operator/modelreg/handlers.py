@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from modelreg import kube, logs, reconciling, tampering
+from modelreg import kube, leading, logs, reconciling, tampering
 from modelreg.api import GROUP, VERSION
 from modelreg.api import modelversion as mv
 from modelreg.api import registeredmodel as rm
@@ -47,6 +47,8 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     failures: dict[ModelKey, int] = field(default_factory=dict)
     metrics: Metrics | None = None
+    # With more than one replica: workers start only once this replica leads (leading.py).
+    election: leading.Election | None = None
 
     def retry_later(self, key: ModelKey) -> float:
         """Exponential backoff per model: 1s, 2s, 4s … capped at a minute."""
@@ -61,14 +63,27 @@ class Runtime:
 @kopf.on.startup()
 async def start_workers(memo: Runtime, settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings)
-    memo.tasks = [asyncio.create_task(_worker(memo, i)) for i in range(memo.workers)]
+    memo.tasks = [asyncio.create_task(_lead(memo))]
+
+
+async def _lead(memo: Runtime) -> None:
+    """Reconcile once this replica leads (at once without an election). Until then
+    the watches fill the queue, so a new leader starts with every model queued."""
+    if memo.election is not None:
+        memo.election.start()
+        await memo.election.acquired()
+    if memo.metrics is not None:
+        memo.metrics.leading(True, *([memo.election.settings.name] if memo.election else []))
+    memo.tasks += [asyncio.create_task(_worker(memo, i)) for i in range(memo.workers)]
     memo.tasks.append(asyncio.create_task(_resync(memo)))
 
 
 @kopf.on.cleanup()
 async def stop_workers(memo: Runtime, **_: Any) -> None:
+    """No new reconcile starts. One still running on its thread finishes: `asyncio.run`
+    waits for the threads before `running` releases the lease."""
     memo.context.verifier.close()
-    for task in memo.tasks:
+    for task in list(memo.tasks):
         task.cancel()
     await asyncio.gather(*memo.tasks, return_exceptions=True)
 

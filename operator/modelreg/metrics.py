@@ -26,6 +26,10 @@ Work queue (label `name`, "registeredmodel"):
 - `workqueue_work_duration_seconds{name}`: histogram, from take to done.
 - `workqueue_retries_total{name}`: counter of keys put back with backoff.
 
+Leader election (client-go's name; label `name`, the Lease, "modelreg-operator"):
+- `leader_election_master_status{name}`: gauge, 1 while this replica leads (always
+  1 without `--leader-elect`), 0 while it follows and its workers wait.
+
 The registry's own (labels namespace, model):
 - `modelreg_stage_transitions_total{namespace,model,stage,reason}`: counter of
   effective-stage changes written to a version's status (stage entered; reason as
@@ -68,6 +72,7 @@ from modelreg.api.modelversion import ModelVersionStatus
 from modelreg.lifecycle import ARTIFACT_VERIFIED
 
 CONTROLLER = "registeredmodel"
+LEASE = "modelreg-operator"  # the Lease the replicas elect their leader with (leading.Settings)
 RESULTS = ("success", "error", "requeue", "requeue_after")
 # The promotion gates' condition types (see `gates`).
 _GATES = {ARTIFACT_VERIFIED, gates.METRIC_THRESHOLDS, gates.COMPARED_TO_PRODUCTION, gates.STAGE_ORDER,
@@ -113,8 +118,15 @@ class Metrics:
                                      buckets=_BUCKETS, registry=r)  # fmt: skip
         self.versions = Gauge("modelreg_versions", "ModelVersions by effective stage",
                               ["namespace", "model", "stage"], registry=r)  # fmt: skip
+        # client-go's name: 1 while this replica leads (always, without an election), 0 while it follows.
+        self.leader = Gauge("leader_election_master_status", "Whether this replica is the leader (1) or not (0)",
+                            ["name"], registry=r)  # fmt: skip
+        self.leader.labels(LEASE).set(0)
         self._lock = threading.Lock()  # guards `_models`
         self._models: set[tuple[str, str]] = set()
+
+    def leading(self, leads: bool, lease: str = LEASE) -> None:
+        self.leader.labels(lease).set(1 if leads else 0)
 
     def observe_reconcile(self, *, result: str, seconds: float) -> None:
         self.reconcile_total.labels(CONTROLLER, result).inc()

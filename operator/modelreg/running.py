@@ -11,7 +11,7 @@ import os
 
 import kopf
 
-from modelreg import handlers, kube, logs, metrics, reconciling, serving, verifying
+from modelreg import handlers, kube, leading, logs, metrics, reconciling, serving, verifying
 from modelreg.workqueue import WorkQueue
 
 
@@ -24,6 +24,7 @@ def run_operator(
     verify: verifying.Settings | None = None,
     metrics_bind: tuple[str, int] | None = None,
     log_format: str = "text",
+    election: leading.Settings | None = None,
 ) -> None:
     logs.configure(log_format)
     # Kopf says "succeeded" for every event handled, and aiohttp logs every probe.
@@ -42,14 +43,22 @@ def run_operator(
     queue: WorkQueue[handlers.ModelKey] = WorkQueue(measured.queue)
     verifier = verifying.Verifier(verify, notify=queue.add, metrics=measured)
     context = reconciling.Context(client=client, operator_image=image, verifier=verifier)
+    # Its own client: renewing the lease never queues behind the reconciles' calls.
+    elected = leading.Election(election, kube.new_client(kubeconfig)) if election is not None else None
     memo = handlers.Runtime(context=context, namespace=namespace, resync_seconds=resync, queue=queue,
-                            metrics=measured)  # fmt: skip
+                            metrics=measured, election=elected)  # fmt: skip
     asyncio.run(
         kopf.operator(
-            standalone=True,  # one replica; no KopfPeering objects needed
+            # Kopf's handlers only queue keys, so every replica may run them; which one
+            # reconciles is decided by our Lease (leading.py), not by Kopf's peering.
+            standalone=True,
             clusterwide=namespace is None,
             namespaces=[namespace] if namespace else [],
             memo=memo,
             liveness_endpoint=liveness,
         )
     )
+    # asyncio.run has waited for the reconciles still running on their threads:
+    # nothing of ours writes any more, so a follower may take over now.
+    if elected is not None:
+        elected.release()

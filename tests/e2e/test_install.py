@@ -40,9 +40,13 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
-def operator_args(docs: list[dict[str, Any]]) -> list[str]:
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     containers = find(docs, "Deployment", "modelreg-operator")["spec"]["template"]["spec"]["containers"]
-    return list(next(c for c in containers if c["name"] == "operator")["args"])
+    return dict(next(c for c in containers if c["name"] == "operator"))
+
+
+def operator_args(docs: list[dict[str, Any]]) -> list[str]:
+    return list(operator_container(docs)["args"])
 
 
 def render(kube: Cluster, install: str, namespace: str) -> list[dict[str, Any]]:
@@ -125,21 +129,36 @@ def test_the_shipped_rbac_is_enough(
         assert can(kube, "list", "pods", namespace)
         assert can(kube, "list", "replicasets.apps", namespace)
         assert not can(kube, "watch", "pods", namespace)
+        # Its Lease, and no other, in its own namespace.
+        assert can(kube, "update", "leases.coordination.k8s.io/modelreg-operator", SYSTEM)
+        assert not can(kube, "update", "leases.coordination.k8s.io/kube-scheduler", SYSTEM)
 
         port = processes.free_port()
         args = operator_args(docs)
         args[args.index("--liveness") + 1] = f"http://127.0.0.1:{port}/healthz"
         # No ambient S3 credentials: the model's Secret is the only way to its artifacts.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
-            "KUBECONFIG": account_kubeconfig(kube, tmp_path / "operator.kubeconfig"),
-            "PYTHONUNBUFFERED": "1",
-        }
+        # The Deployment's own environment (leader election included: its Lease in
+        # modelreg-system, which the Pod would find as its namespace).
+        shipped = {e["name"]: e["value"] for e in operator_container(docs)["env"] if "value" in e}
+        assert shipped["MODELREG_LEADER_ELECT"] == "true"
+        args += ["--leader-election-namespace", SYSTEM]
+        shipped["MODELREG_METRICS_BIND_ADDRESS"] = "0"  # a fixed port would collide with parallel runs
+        env = (
+            {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+            | shipped
+            | {
+                "KUBECONFIG": account_kubeconfig(kube, tmp_path / "operator.kubeconfig"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         # The local S3 server speaks plain http: allowed for it alone, as an administrator would.
         argv = [sys.executable, "-m", "modelreg", *args, "--resync-seconds", "5", "--allow-insecure-storage",
                 "--storage-endpoint", s3.config.endpoint]  # fmt: skip
         op = Operator(argv=argv, env=env, log_path=tmp_path / "operator.log", port=port)
         op.start()
         serve_and_switch(kube, s3, namespace)
+        holder = kube.get_json("lease", "modelreg-operator", "-n", SYSTEM)["spec"]["holderIdentity"]
+        assert holder in op.log(), "the operator reconciled without holding the Lease"
         denied = refusals(op.log())
         assert not denied, "\n".join(denied[:20])
     finally:
