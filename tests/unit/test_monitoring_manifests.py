@@ -41,7 +41,7 @@ def docs(path: Path) -> list[dict[str, Any]]:
 
 
 def test_deployment_service_and_servicemonitor_agree_on_the_metrics_port() -> None:
-    [deployment] = docs(MANIFESTS / "base" / "operator.yaml")
+    [deployment] = [d for d in docs(MANIFESTS / "base" / "operator.yaml") if d["kind"] == "Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     bind = parse_bind_address(env["MODELREG_METRICS_BIND_ADDRESS"])
