@@ -1,10 +1,11 @@
 """Real traffic through a model's Service while its versions change (issue #8, item 6).
 
 One dev cluster with a real node for the module (a host holds one real node at a
-time), the operator as a subprocess on the host with its own image (from the
-loopback registry) as the serving Pods' init container, the example model server
-built on the local Debian base, and an S3 server the Pods can reach: on the node's
-address, because a Pod's network namespace cannot reach the host's loopback.
+time); the operator installed as users install it, two replicas on the real node
+and one leading, its image (from the loopback registry) also the serving Pods' init
+container; the example model server built on the local Debian base; and an S3
+server the Pods can reach: on the node's address, because a Pod's network
+namespace cannot reach the host's loopback.
 
 The tests run in order on one model: v1 serves and answers through the `iris`
 Service's ClusterIP from the host; v2 is promoted while a client sends a steady
@@ -18,6 +19,7 @@ docker-registry; with CI=true a missing one fails, it never skips.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -92,33 +94,43 @@ BY_SHA = {V1.sha256: V1, V2.sha256: V2, V3.sha256: V3}
 OVERLAY = REPO / "tests" / "e2e" / "overlays" / "real-node"
 OPERATOR_NAMESPACE = "modelreg-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=modelreg-operator"
+OPERATOR_REPLICAS = 2  # manifests/base/operator.yaml
+LEASE = "modelreg-operator"
 
 
 @dataclass
 class InClusterOperator:
-    """The operator as users run it: the Deployment from `kubectl apply -k`, its Pod on the real node."""
+    """The operator as users run it: the Deployment from `kubectl apply -k`, two
+    replicas on the real node, one of them leading (the Lease names it)."""
 
     kube: Cluster
 
     def pods(self) -> list[dict[str, Any]]:
         return list(self.kube.get_json("pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR)["items"])
 
-    def ready_pod(self) -> dict[str, Any] | None:
-        """The one Pod, once Ready and not on its way out; None otherwise."""
+    def lease(self) -> dict[str, Any]:
+        return dict(self.kube.get_json("lease", LEASE, "-n", OPERATOR_NAMESPACE)["spec"])
+
+    def leader(self) -> dict[str, Any] | None:
+        """The Pod that holds the Lease, once all replicas are Ready and none is on its
+        way out; None otherwise. A holder's identity is its Pod's name, `_`, a UUID."""
         live = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
-        if len(live) != 1:
+        ready = [p for p in live if _ready(p)]
+        if len(live) != OPERATOR_REPLICAS or len(ready) != OPERATOR_REPLICAS:
             return None
-        ready = {c["type"]: c["status"] for c in live[0]["status"].get("conditions", [])}.get("Ready")
-        return live[0] if ready == "True" else None
+        out = self.kube.run("get", "lease", LEASE, "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}")
+        holder = out.stdout.strip() if out.returncode == 0 else ""  # no Lease yet: nobody leads
+        return next((p for p in ready if holder.startswith(p["metadata"]["name"] + "_")), None)
 
     def wait_ready(self, timeout: float = 120) -> dict[str, Any]:
-        return wait_for(self.ready_pod, timeout=timeout, what="the operator Pod to be Ready")
+        """Both replicas Ready, one leading: returns the leader's Pod."""
+        return wait_for(self.leader, timeout=timeout, what="the operator's replicas to be Ready, one leading")
 
-    def delete_pod(self) -> str:
-        """Delete the running Pod as `kubectl delete pod` does (graceful: SIGTERM); its
+    def delete_leader(self) -> str:
+        """Delete the leading Pod as `kubectl delete pod` does (graceful: SIGTERM); its
         ReplicaSet starts another at once. Returns the deleted Pod's name."""
-        pod = self.ready_pod()
-        assert pod is not None, "no Ready operator Pod to delete"
+        pod = self.leader()
+        assert pod is not None, "no leading operator Pod to delete"
         name = str(pod["metadata"]["name"])
         self.kube.kubectl("delete", "pod", name, "-n", OPERATOR_NAMESPACE, "--wait=false")
         return name
@@ -126,6 +138,10 @@ class InClusterOperator:
     def log(self) -> str:
         out = self.kube.run("logs", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR, "--tail=80", "--prefix")
         return out.stdout + out.stderr
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}.get("Ready") == "True"
 
 
 def install_operator(kube: Cluster, directory: Path, *, image: str, storage_endpoint: str) -> InClusterOperator:
@@ -359,15 +375,19 @@ def _assert_clean_switch(result: Figures, *, old: Version, new: Version) -> None
 def test_the_operator_runs_in_cluster_under_its_service_account(traffic: Traffic) -> None:
     """Installed with `kubectl apply -k`: its Pod runs the image from the registry on
     the real node, Ready (its readiness probe passes) and never restarted (nor does its
-    liveness probe fail), and what it writes reaches the API server as its ServiceAccount."""
-    pod = traffic.operator.wait_ready()
-    assert pod["spec"]["nodeName"] == node.NODE_NAME
-    assert pod["spec"]["serviceAccountName"] == "modelreg-operator"
-    (container,) = pod["status"]["containerStatuses"]
-    assert container["image"].endswith(traffic.operator_image.rsplit("/", 1)[1])
-    assert container["restartCount"] == 0, traffic.operator.log()
-    probes = pod["spec"]["containers"][0]
-    assert probes["livenessProbe"]["httpGet"]["path"] == probes["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    liveness probe fail), and what it writes reaches the API server as its ServiceAccount.
+    Both replicas are Ready (a follower is a standby whose watches run); one leads."""
+    traffic.operator.wait_ready()
+    pods = traffic.operator.pods()
+    assert len(pods) == OPERATOR_REPLICAS
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == node.NODE_NAME
+        assert pod["spec"]["serviceAccountName"] == "modelreg-operator"
+        (container,) = pod["status"]["containerStatuses"]
+        assert container["image"].endswith(traffic.operator_image.rsplit("/", 1)[1])
+        assert container["restartCount"] == 0, traffic.operator.log()
+        probes = pod["spec"]["containers"][0]
+        assert probes["livenessProbe"]["httpGet"]["path"] == probes["readinessProbe"]["httpGet"]["path"] == "/healthz"
     # A model it can only reconcile by reading the API and S3 (its verification HEADs the artifact).
     kube, s3 = traffic.kube, traffic.s3
     creds = {"AWS_ACCESS_KEY_ID": s3.config.access_key.encode(), "AWS_SECRET_ACCESS_KEY": s3.config.secret_key.encode()}
@@ -460,32 +480,47 @@ def test_rolling_back_to_v1_under_traffic_fails_no_request(traffic: Traffic) -> 
     assert st["history"][-1]["reason"] == "RolledBack"
 
 
-def test_deleting_the_operator_pod_mid_switch_fails_no_request(traffic: Traffic) -> None:
-    """The Pod is deleted once the new version's Pods are being started and before
-    the Service has switched; the Pod its ReplicaSet starts next finishes the switch."""
+def test_deleting_the_leader_pod_mid_switch_fails_no_request(traffic: Traffic) -> None:
+    """The leading Pod is deleted once the new version's Pods are being started and
+    before the Service has switched. It finishes its reconcile and releases the Lease;
+    the other replica, already running, takes over within the lease duration and
+    finishes the switch."""
     t = traffic
     assert serving_version(t.kube, NAMESPACE, MODEL) == V1.number, "the rollback test serves v1 first"
     set_stage(t.kube, NAMESPACE, V2.name, "Archived")  # acknowledge the supersession
-    deleted: list[str] = []
+    leader = t.operator.wait_ready()
+    others = {p["metadata"]["name"] for p in t.operator.pods()} - {leader["metadata"]["name"]}
+    lease_seconds = t.operator.lease()["leaseDurationSeconds"]
+    deleted: list[tuple[str, float]] = []
 
-    def delete_operator_mid_switch() -> None:
+    def delete_leader_mid_switch() -> None:
         def scaling_up() -> bool:
             d = deployment(t.kube, NAMESPACE, V2.name)
             return d is not None and d["spec"]["replicas"] > 0
 
         wait_for(scaling_up, timeout=30, what="version 2's Deployment to scale up")
-        assert serving_version(t.kube, NAMESPACE, MODEL) == V1.number, "switched before the operator was deleted"
-        deleted.append(t.operator.delete_pod())
+        assert serving_version(t.kube, NAMESPACE, MODEL) == V1.number, "switched before the leader was deleted"
+        at = time.time()
+        deleted.append((t.operator.delete_leader(), at))
 
     result = _switch_under_traffic(
-        t, old=V1, new=V2, what="promotion of v2 with the operator Pod deleted mid-switch",
-        change=lambda: set_stage(t.kube, NAMESPACE, V2.name, "Production"), during=delete_operator_mid_switch,
+        t, old=V1, new=V2, what="promotion of v2 with the leader Pod deleted mid-switch",
+        change=lambda: set_stage(t.kube, NAMESPACE, V2.name, "Production"), during=delete_leader_mid_switch,
     )  # fmt: skip
     _assert_clean_switch(result, old=V1, new=V2)
-    pod = t.operator.wait_ready()
-    assert pod["metadata"]["name"] not in deleted, "the switch finished without a new operator Pod"
+    [(name, at)] = deleted
+    lease = t.operator.lease()
+    holder = str(lease["holderIdentity"])
+    assert any(holder.startswith(f"{other}_") for other in others), f"{holder} is not the standby replica"
+    acquired = datetime.datetime.fromisoformat(lease["acquireTime"].replace("Z", "+00:00")).timestamp()
+    print(f"takeover: the standby replica held the Lease {acquired - at:.2f}s after the leader Pod's deletion "
+          f"(lease duration {lease_seconds}s)")  # fmt: skip
+    assert acquired - at < lease_seconds
     st = wait_stage(t.kube, NAMESPACE, V2.name, "Production")
     assert st["history"][-1]["reason"] == "RolledBack"
+    # The ReplicaSet replaced the deleted Pod, which now follows.
+    new = t.operator.wait_ready()
+    assert new["metadata"]["name"] != name
 
 
 def _tamper(s3: S3, uri: str, data: bytes) -> None:
