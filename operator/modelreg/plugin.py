@@ -237,17 +237,16 @@ def rollback_target(versions: list[Obj], *, asked: str | None) -> Obj:
     return best[1]
 
 
-def diff_rows(models: list[Obj], versions: list[Obj]) -> list[Row]:
-    """What is asked for and not yet so, from status alone (the planner is not run): each
-    object whose spec the operator has not observed yet, and each version whose requested
-    stage is not its effective one, with what it waits on or what holds it."""
+def waiting_rows(models: list[Obj], versions: list[Obj]) -> list[Row]:
+    """Requests the next reconcile will not meet either, from status: each object whose spec
+    the operator has not observed yet, and each version whose requested stage is not its
+    effective one, with what it waits on or what holds it (and what would release it)."""
     rows: list[Row] = []
     for m in models:
         st = m.get("status") or {}
         if (st.get("observedGeneration") or 0) < m["metadata"].get("generation", 0):
-            rows.append({"object": f"registeredmodel/{m['metadata']['name']}", "from": "", "to": "",
-                         "phase": "", "reason": "NotObserved", "message": "spec changed; not reconciled yet",
-                         "release": ""})  # fmt: skip
+            rows.append({"object": f"registeredmodel/{m['metadata']['name']}", "action": "waits",
+                         "detail": "NotObserved: spec changed; not reconciled yet", "release": ""})  # fmt: skip
     for v in versions:
         st, spec = v.get("status") or {}, v.get("spec", {})
         requested, effective = spec.get("stage", Stage.DEVELOPMENT.value), st.get("stage") or ""
@@ -256,10 +255,19 @@ def diff_rows(models: list[Obj], versions: list[Obj]) -> list[Row]:
             continue
         ready = condition(v, "Ready")
         message, release = split_release(ready.get("message", "")) if observed else ("not reconciled yet", "")
-        rows.append({"object": f"modelversion/{v['metadata']['name']}", "from": effective or "-", "to": requested,
-                     "phase": st.get("phase") or "", "reason": ready.get("reason", "") if observed else "NotObserved",
-                     "message": message, "release": release})  # fmt: skip
+        reason = ready.get("reason", "") if observed else "NotObserved"
+        rows.append({"object": f"modelversion/{v['metadata']['name']}", "action": "waits",
+                     "detail": f"{effective or '-'} → {requested} ({st.get('phase') or '-'}): {reason}: {message}",
+                     "release": release})  # fmt: skip
     return rows
+
+
+def diff_rows(changes: Sequence[Any], waiting: list[Row]) -> list[Row]:
+    """The next reconcile's writes (`reconciling.Change`, in its order), then what still
+    waits. A version the next reconcile changes is not listed as waiting too."""
+    rows = [{"object": c.object, "action": c.action, "detail": c.detail, "release": ""} for c in changes]
+    changed = {c.object for c in changes if c.action == "status"}
+    return rows + [w for w in waiting if w["object"] not in changed]
 
 
 def render(data: Any, *, output: str, columns: Sequence[str] = ()) -> str:
@@ -304,7 +312,8 @@ def parser() -> argparse.ArgumentParser:
     hist.add_argument("model")
     why = sub.add_parser("why", parents=[common], help="what holds a version, and what would release it")
     why.add_argument("version", help="ModelVersion object name")
-    diff = sub.add_parser("diff", parents=[common], help="what is asked for and not yet so (read-only)")
+    diff = sub.add_parser("diff", parents=[common], help="what the operator would write next, and what waits "
+                          "(read-only)")  # fmt: skip
     diff.add_argument("model", nargs="?", help="one model (default: all in the namespace)")
     for name, help_ in (("promote", "request Production (or --to Staging) for a version and wait"),
                         ("rollback", "put an earlier version back in Production and wait")):  # fmt: skip
@@ -475,17 +484,39 @@ def _cmd_why(client: Any, namespace: str, args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(client: Any, namespace: str, args: argparse.Namespace) -> int:
+    # The operator's own planning code (it imports the S3 client): loaded for this command only.
+    from modelreg import reconciling
+
     models = kube.list_objects(client, plural=rm.PLURAL, namespace=namespace)
     versions = kube.list_objects(client, plural=mv.PLURAL, namespace=namespace)
+    names = sorted({m["metadata"]["name"] for m in models} | {v.get("spec", {}).get("model", "") for v in versions})
     if args.model:
-        models = [m for m in models if m["metadata"]["name"] == args.model]
-        versions = [v for v in versions if v.get("spec", {}).get("model") == args.model]
-    rows = diff_rows(models, versions)
+        names = [args.model]
+    changes: list[reconciling.Change] = []
+    now = reconciling.utcnow()
+    for name in names:
+        model = next((m for m in models if m["metadata"]["name"] == name), None)
+        theirs = [v for v in versions if v.get("spec", {}).get("model") == name]
+        owned = kube.read_owned(client, namespace=namespace, model=name)
+        changes += reconciling.preview(model, theirs, owned, now=now, operator_image=_operator_image(owned))
+    waiting = waiting_rows([m for m in models if m["metadata"]["name"] in names],
+                           [v for v in versions if v.get("spec", {}).get("model") in names])  # fmt: skip
+    rows = diff_rows(changes, waiting)
     if args.output == "table" and not rows:
-        print("nothing pending: every request is met")
+        print("nothing to do: the operator would write nothing, and no request waits")
     else:
-        print(render(rows, output=args.output, columns=["object", "from", "to", "phase", "reason", "message"]))
+        print(render(rows, output=args.output, columns=["object", "action", "detail"]))
     return EXIT_OK
+
+
+def _operator_image(owned: kube.OwnedObjects) -> str:
+    """The image the running operator puts in serving Pods (its MODELREG_OPERATOR_IMAGE), as
+    its Deployments show it: a diff should not report the plugin's default as a change."""
+    for d in owned.deployments.values():
+        for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("initContainers") or []:
+            if c.get("name") == serving.FETCH_CONTAINER:
+                return str(c["image"])
+    return serving.DEFAULT_OPERATOR_IMAGE
 
 
 def _cmd_promote(client: Any, namespace: str, args: argparse.Namespace) -> int:

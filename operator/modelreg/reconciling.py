@@ -257,23 +257,7 @@ def _apply_serving(
 ) -> tuple[int, dict[str, str], list[lifecycle.Event]]:
     """Apply the Services first (they switch only to a version already
     Available), then Deployments, then deletions; repair and report drift."""
-    served = model_in.spec.serving
-    assert served is not None
-    placements = {v.name: _placement(v, plan.versions[v.name]) for v in inputs}
-    desired = serving.plan_serving(
-        model=model_in.name,
-        model_uid=model_obj["metadata"]["uid"],
-        serving=served,
-        storage=_storage_env(model_in),
-        versions=placements,
-        production=plan.production,
-        rolling_out=plan.rolling_out,
-        staging=plan.staging,
-        existing=set(owned.deployments),
-        autoscaled=owned.autoscaled,
-        retention=model_in.spec.retention.archived_deployments,
-        operator_image=ctx.operator_image,
-    )
+    desired = _desired_serving(model_obj, model_in, inputs, plan, owned, operator_image=ctx.operator_image)
     writes, events = 0, []
     by_deployment = {serving.deployment_name(model_in.name, v.spec.version): v for v in inputs}
     refused = ctx.refused.setdefault((namespace, model_in.name), {})
@@ -317,6 +301,34 @@ def _apply_serving(
         if d["metadata"]["name"] in by_deployment
     }
     return writes, deployed, events
+
+
+def _desired_serving(
+    model_obj: Obj,
+    model_in: lifecycle.ModelInput,
+    inputs: list[lifecycle.VersionInput],
+    plan: lifecycle.Plan,
+    owned: kube.OwnedObjects,
+    *,
+    operator_image: str,
+) -> serving.ServingPlan:
+    served = model_in.spec.serving
+    assert served is not None
+    placements = {v.name: _placement(v, plan.versions[v.name]) for v in inputs}
+    return serving.plan_serving(
+        model=model_in.name,
+        model_uid=model_obj["metadata"]["uid"],
+        serving=served,
+        storage=_storage_env(model_in),
+        versions=placements,
+        production=plan.production,
+        rolling_out=plan.rolling_out,
+        staging=plan.staging,
+        existing=set(owned.deployments),
+        autoscaled=owned.autoscaled,
+        retention=model_in.spec.retention.archived_deployments,
+        operator_image=operator_image,
+    )
 
 
 def _storage_env(model_in: lifecycle.ModelInput) -> serving.StorageEnv:
@@ -594,3 +606,122 @@ def _observed(obj: Obj) -> bool:
 
 def _dump(status: RegisteredModelStatus | ModelVersionStatus) -> Obj:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- preview: what the next reconcile would write, for `kubectl modelreg diff` ---
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write the next reconcile would make."""
+
+    object: str  # kind/name, lower case as kubectl prints it
+    action: str  # status, create, update, delete, event, conflict
+    detail: str
+
+
+def preview(
+    model_obj: Obj | None, version_objs: list[Obj], owned: kube.OwnedObjects, *, now: datetime.datetime,
+    operator_image: str,
+) -> list[Change]:  # fmt: skip
+    """The writes the next reconcile of one model would make, in its order, from
+    what was read and without writing: the same plan and the same rendering as
+    `reconcile_model`. Pure. What only the operator learns on its own schedule is
+    taken from status as it stands: artifact verdicts, validation results, the
+    Pods' troubles, the API server's refusals."""
+    model_in = _model_input(model_obj)
+    inputs = [v for obj in version_objs if (v := _version_input(obj)) is not None]
+    forged = _forgeries(version_objs, inputs)
+    inputs = [dataclasses.replace(v, status=forged[v.name][0]) if v.name in forged else v for v in inputs]
+    served = model_in.spec.serving if model_in is not None else None
+    rollouts = _rollouts(model_in.name, served, inputs, owned, {}) if model_in and served else None
+    plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts, refusals=[])
+    inputs = [v for v in inputs if v.name not in lifecycle.duplicates(inputs)]
+    changes: list[Change] = []
+    offline = model_obj is None or (model_in is not None and served is None)
+    if not offline and model_obj is not None and model_in is not None:
+        changes += _serving_changes(model_obj, model_in, inputs, plan, owned, rollouts or {}, operator_image)
+    objects = {obj["metadata"]["name"]: obj for obj in version_objs}
+    before = {v.name: v.status for v in inputs}
+    for name in _status_write_order(plan, objects):
+        if name in before and (what := _status_change(before[name], plan.versions[name], forged=name in forged)):
+            changes.append(Change(f"modelversion/{name}", "status", what))
+    if offline:
+        owners = {("ModelVersion", v.name) for v in inputs} | (
+            {("RegisteredModel", model_in.name)} if model_in else set()
+        )
+        for kind, objs in (("deployment", owned.deployments), ("service", owned.services)):
+            changes += [Change(f"{kind}/{n}", "delete", "the model is offline") for n, live in sorted(objs.items())
+                        if _controller(live) in owners]  # fmt: skip
+    changes += [Change(f"{e.kind.lower()}/{e.name}", "event", f"{'Warning' if e.warning else 'Normal'} {e.reason}: "
+                       f"{e.message}") for e in plan.events]  # fmt: skip
+    return changes
+
+
+def _status_change(before: ModelVersionStatus, after: ModelVersionStatus, *, forged: bool) -> str:
+    parts = []
+    if before.stage != after.stage:
+        parts.append(
+            f"stage {before.stage.value if before.stage else '-'} → {after.stage.value if after.stage else '-'}"
+        )
+    if before.phase != after.phase:
+        parts.append(f"phase {before.phase or '-'} → {after.phase or '-'}")
+    was = {c.type: (c.status, c.reason) for c in before.conditions}
+    for c in after.conditions:
+        if was.get(c.type) != (c.status, c.reason):
+            old = was.get(c.type)
+            parts.append(f"{c.type} {'/'.join(old) if old else '-'} → {c.status}/{c.reason}")
+    if forged:
+        parts.append("fields written by somebody else restored")
+    return ", ".join(parts)
+
+
+def _serving_changes(
+    model_obj: Obj, model_in: lifecycle.ModelInput, inputs: list[lifecycle.VersionInput], plan: lifecycle.Plan,
+    owned: kube.OwnedObjects, rollouts: dict[str, Rollout], operator_image: str,
+) -> list[Change]:  # fmt: skip
+    """`_apply_serving`'s writes, described: Services first, then Deployments, then deletions."""
+    desired = _desired_serving(model_obj, model_in, inputs, plan, owned, operator_image=operator_image)
+    changes = []
+    for obj in desired.services + desired.deployments:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        live = (owned.services if kind == "Service" else owned.deployments).get(name)
+        ref = f"{kind.lower()}/{name}"
+        if live is None:
+            changes.append(Change(ref, "create", _describe(obj)))
+        elif _controller(live) != _controller(obj):
+            changes.append(
+                Change(ref, "conflict", f"exists and belongs to {'/'.join(_controller(live) or ('nobody',))}")
+            )
+        elif drift := find_drift(_comparable(_stamped(obj)), live):
+            changes.append(Change(ref, "update", _describe_update(obj, live, drift)))
+    wanted = desired.delete + _renamed(model_in.name, inputs, owned, desired.deployments, rollouts)
+    ours = {("ModelVersion", v.name) for v in inputs}
+    changes += [Change(f"deployment/{n}", "delete", "beyond the retention, or renamed") for n in wanted
+                if _controller(owned.deployments[n]) in ours]  # fmt: skip
+    return changes
+
+
+def _describe(obj: Obj) -> str:
+    spec = obj.get("spec") or {}
+    if obj["kind"] == "Service":
+        return f"selecting version {(spec.get('selector') or {}).get(serving.VERSION_LABEL, '-')}"
+    return f"{spec.get('replicas', 1)} replicas"
+
+
+def _describe_update(obj: Obj, live: Obj, drift: list[str]) -> str:
+    """The changes a person cares about by name (replicas, the Service's version);
+    the other paths as they are (the hash annotation is bookkeeping, not a change)."""
+    spec, was = obj.get("spec") or {}, live.get("spec") or {}
+    parts = []
+    if obj["kind"] == "Deployment" and spec.get("replicas") != was.get("replicas"):
+        parts.append(f"replicas {was.get('replicas')} → {spec.get('replicas')}")
+    if obj["kind"] == "Service":
+        new, old = ((s.get("selector") or {}).get(serving.VERSION_LABEL) for s in (spec, was))
+        if new != old:
+            parts.append(f"switch from version {old or '-'} to {new or '-'}")
+    skip = (".spec.replicas", ".spec.selector", f".metadata.annotations.{_HASH_ANNOTATION}")
+    paths = [p for p in drift if not p.startswith(skip)]
+    if paths:
+        parts.append("restore " + ", ".join(paths[:5]) + (" …" if len(paths) > 5 else ""))
+    return ", ".join(parts) or "refresh"

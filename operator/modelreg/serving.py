@@ -26,6 +26,7 @@ Obj = dict[str, Any]
 
 MODEL_LABEL = "modelreg.dev/model"
 VERSION_LABEL = "modelreg.dev/version"
+FETCH_CONTAINER = "fetch-artifact"  # the init container that fetches and re-checks the artifact
 STAGE_LABEL = "modelreg.dev/stage"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelreg"}
 MODELS_DIR = "/models"
@@ -193,7 +194,7 @@ def artifact_pod(*, container: Obj, version: VersionRef, storage: StorageEnv, op
     first. Restricted security context; placed by `serving`'s nodeSelector and
     tolerations. Shared by serving Deployments and validation Jobs (`validating`)."""
     fetch: Obj = {
-        "name": "fetch-artifact",
+        "name": FETCH_CONTAINER,
         "image": operator_image,
         "args": ["fetch-artifact", "--uri", version.uri, "--sha256", version.digest, "--dest", ARTIFACT_PATH],
         "volumeMounts": [{"name": "model", "mountPath": MODELS_DIR}],

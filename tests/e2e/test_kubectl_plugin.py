@@ -13,17 +13,22 @@ from typing import Any
 
 from modelreg import plugin
 from modelreg.devcluster import cluster
+from tests.conftest import wait_for
 from tests.e2e.conftest import S3, Cluster, Operator
 from tests.e2e.registry import (
     SERVING,
     apply,
+    deployment,
     model_manifest,
     serve_first_version,
     serving_version,
+    set_stage,
     status,
     upload,
     version_manifest,
     wait_condition,
+    wait_replicas,
+    wait_serving,
     wait_stage,
 )
 
@@ -75,13 +80,15 @@ def test_kubectl_modelreg_lists_explains_promotes_and_rolls_back(
     report = json.loads(modelreg(kube, namespace, "why", "m-3", "-o", "json").stdout)
     assert [h["condition"] for h in report["holds"]] == ["MetricThresholds"]
 
-    # diff: what is asked for and not yet so (m-3's Staging request, held)
+    # diff: the operator has done all it can (the planner, run on what the plugin read, would
+    # write nothing), and m-3's Staging request waits, held
     out = modelreg(kube, namespace, "diff")
     shown(out, "diff")
     assert out.returncode == 0
     diff = json.loads(modelreg(kube, namespace, "diff", "m", "-o", "json").stdout)
-    assert [(d["object"], d["from"], d["to"], d["reason"]) for d in diff] == [
-        ("modelversion/m-3", "Development", "Staging", "ThresholdNotMet")]  # fmt: skip
+    assert [(d["object"], d["action"]) for d in diff] == [("modelversion/m-3", "waits")]
+    assert "Development → Staging" in diff[0]["detail"]
+    assert "ThresholdNotMet" in diff[0]["detail"]
 
     # promote: waits until the Service serves m-2, archives m-1's request (Git-tidy)
     out = modelreg(kube, namespace, "promote", "m-2", "--timeout", "180")
@@ -138,6 +145,48 @@ def test_kubectl_modelreg_lists_explains_promotes_and_rolls_back(
     shown(out, "promote m-2  (node uncordoned)")
     assert out.returncode == plugin.EXIT_OK, out.stderr
     assert serving_version(kube, namespace, "m") == "2"
+
+
+def test_kubectl_modelreg_diff_shows_the_writes_the_operator_then_makes(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    """With the operator stopped, a Production request for m-2: `diff` names the next
+    reconcile's writes (scale m-2's Deployment up; m-2's status); the restarted operator
+    makes exactly those, and `diff` then follows the switch to its end."""
+    serve_first_version(kube, s3, namespace)
+    art = upload(s3)
+    apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, sha256=art.sha256,
+                                            stage="Staging"))  # fmt: skip
+    wait_stage(kube, namespace, "m-2", "Staging")
+    wait_replicas(kube, namespace, "m-2", 1)
+    operator.stop()
+    set_stage(kube, namespace, "m-2", "Production")
+    out = modelreg(kube, namespace, "diff", "m")
+    shown(out, "diff m  (operator stopped, m-2 asked for Production)")
+    diff = json.loads(modelreg(kube, namespace, "diff", "m", "-o", "json").stdout)
+    writes = {(d["object"], d["action"]): d["detail"] for d in diff}
+    assert writes[("deployment/m-2", "update")] == "replicas 1 → 2"
+    assert ("service/m", "update") not in writes, "the Service switches only once m-2 is Available"
+    assert "modelversion/m-2" in {d["object"] for d in diff}
+    unchanged = deployment(kube, namespace, "m-2")
+    assert unchanged is not None
+    assert unchanged["spec"]["replicas"] == 1, "diff wrote something"
+
+    operator.start()
+    wait_serving(kube, namespace, "m", "2", timeout=90)
+    wait_stage(kube, namespace, "m-2", "Production")
+    wait_stage(kube, namespace, "m-1", "Archived")
+    scaled = deployment(kube, namespace, "m-2")
+    assert scaled is not None
+    assert scaled["spec"]["replicas"] == 2
+
+    def settled() -> list[Any] | None:
+        rows = json.loads(modelreg(kube, namespace, "diff", "m", "-o", "json").stdout)
+        return rows if not [r for r in rows if r["action"] != "waits"] else None
+
+    wait_for(settled, timeout=60, what="diff to show no write left")
+    out = modelreg(kube, namespace, "diff", "m")
+    shown(out, "diff m  (settled)")
 
 
 def test_kubectl_modelreg_errors_are_one_line_and_non_zero(kube: Cluster, namespace: str) -> None:

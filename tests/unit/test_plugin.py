@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelreg import plugin
+from modelreg import plugin, reconciling
 from modelreg.api.common import Stage
 from modelreg.staging import StageChangeError
 
@@ -209,10 +209,21 @@ def test_diff_lists_what_is_asked_and_not_yet_so() -> None:
     unseen = mv("m-4", version="4", stage="Production", status={"observedGeneration": 1, "stage": "Production"},
                 generation=2)  # fmt: skip
     model = {"metadata": {"name": "m", "generation": 3}, "status": {"observedGeneration": 2}}
-    rows = plugin.diff_rows([model], [settled, held, unseen])
-    assert [(r["object"], r["from"], r["to"], r["reason"]) for r in rows] == [
-        ("registeredmodel/m", "", "", "NotObserved"),
-        ("modelversion/m-3", "Development", "Staging", "ThresholdNotMet"),
-        ("modelversion/m-4", "Production", "Production", "NotObserved"),
+    rows = plugin.waiting_rows([model], [settled, held, unseen])
+    assert [(r["object"], r["action"], r["detail"].split(":")[0]) for r in rows] == [
+        ("registeredmodel/m", "waits", "NotObserved"),
+        ("modelversion/m-3", "waits", "Development → Staging (Blocked)"),
+        ("modelversion/m-4", "waits", "Production → Production (-)"),
     ]
-    assert (rows[1]["message"], rows[1]["release"]) == ("held by MetricThresholds: low", "retrain")
+    assert rows[1]["detail"].endswith("ThresholdNotMet: held by MetricThresholds: low")
+    assert rows[1]["release"] == "retrain"
+
+
+def test_diff_puts_the_next_writes_first_and_does_not_repeat_a_version_they_change() -> None:
+    waiting = [{"object": "modelversion/m-2", "action": "waits", "detail": "Staging → Production", "release": ""},
+               {"object": "modelversion/m-3", "action": "waits", "detail": "held", "release": "retrain"}]  # fmt: skip
+    changes = [reconciling.Change("deployment/m-2", "update", "replicas 1 → 2"),
+               reconciling.Change("modelversion/m-2", "status", "phase Staged → RollingOut")]  # fmt: skip
+    rows = plugin.diff_rows(changes, waiting)
+    assert [(r["object"], r["action"]) for r in rows] == [
+        ("deployment/m-2", "update"), ("modelversion/m-2", "status"), ("modelversion/m-3", "waits")]  # fmt: skip
