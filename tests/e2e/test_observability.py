@@ -91,6 +91,10 @@ def test_metrics_move_when_a_version_is_registered_and_promoted(
     assert value(text, "modelreg_artifact_verified_size_bytes_count") > 0
     assert value(text, "modelreg_production_switch_duration_seconds_count", **ns) == 1
     assert value(text, "modelreg_versions", stage="Development", **ns) == 0
+    assert value(text, "leader_election_master_status", name="modelreg-operator") == 1  # no election: leads
+    ours = ("controller_runtime_", "workqueue_", "modelreg_", "leader_election_")
+    print("\n--- the scrape (our series, no buckets) ---")
+    print("\n".join(line for line in text.splitlines() if line.startswith(ours) and "_bucket{" not in line))
 
 
 def test_a_failing_gate_is_counted(kube: Cluster, s3: S3, namespace: str, start_operator: StartOperator) -> None:
