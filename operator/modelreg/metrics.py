@@ -63,6 +63,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     start_http_server,
 )
 
@@ -85,6 +86,8 @@ class Metrics:
     """All metrics, on one registry (a fresh one unless given: tests make their own)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No `*_created` series: controller-runtime has none, and they double what a scrape carries.
+        disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         if registry is None:  # the process's own: memory, CPU, open files, GC (as the default registry has)

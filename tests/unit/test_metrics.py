@@ -157,3 +157,9 @@ def test_an_artifact_check_records_its_time_bytes_and_whose_it_was() -> None:
     assert seen == [{"namespace": "ns", "model": "iris", "version": "iris-1"}]
     assert get(m, "modelreg_artifact_verification_duration_seconds_count", result="Verified") == 1
     assert get(m, "modelreg_artifact_verification_bytes_total") == 4096
+
+
+def test_no_created_series_as_controller_runtime() -> None:
+    text = generate_latest(Metrics().registry).decode()
+    assert "_created" not in text
+    assert 'leader_election_master_status{name="modelreg-operator"} 0.0' in text  # until it leads
