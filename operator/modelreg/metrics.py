@@ -87,7 +87,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # No `*_created` series: controller-runtime has none, and they double what a scrape carries.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # (unannotated in prometheus_client)
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         if registry is None:  # the process's own: memory, CPU, open files, GC (as the default registry has)
