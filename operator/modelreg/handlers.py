@@ -16,6 +16,7 @@ keep no state, so nothing of Kopf's ever lands on a user's object.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,13 @@ class Runtime:
     # With more than one replica: workers start only once this replica leads (leading.py).
     election: leading.Election | None = None
 
+    def enqueue(self, key: ModelKey) -> None:
+        """Queue a model for a reconcile, on the leader only: a standby's queue stays
+        empty (its `workqueue_depth` 0, not every model forever); it lists every
+        model once when it takes over (`_lead`)."""
+        if self.election is None or self.election.leading.is_set():
+            self.queue.add(key)
+
     def retry_later(self, key: ModelKey) -> float:
         """Exponential backoff per model: 1s, 2s, 4s … capped at a minute."""
         count = self.failures.get(key, 0)
@@ -67,11 +75,16 @@ async def start_workers(memo: Runtime, settings: kopf.OperatorSettings, **_: Any
 
 
 async def _lead(memo: Runtime) -> None:
-    """Reconcile once this replica leads (at once without an election). Until then
-    the watches fill the queue, so a new leader starts with every model queued."""
+    """Reconcile once this replica leads (at once without an election, when Kopf's
+    first listing queues every model). A new leader queued nothing while it stood
+    by: it lists the models once; events arriving meanwhile are queued already."""
     if memo.election is not None:
         memo.election.start()
         await memo.election.acquired()
+        for delay in itertools.count(1):  # until the list succeeds
+            if await _queue_all(memo):
+                break
+            await asyncio.sleep(min(delay, 10))
     if memo.metrics is not None:
         memo.metrics.leading(True, *([memo.election.settings.name] if memo.election else []))
     memo.tasks += [asyncio.create_task(_worker(memo, i)) for i in range(memo.workers)]
@@ -110,7 +123,7 @@ async def on_model_event(
     memo: Runtime, type: str, name: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> None:
     if namespace and not _echo_of_our_status_write(type, meta, status):
-        memo.queue.add((namespace, name))
+        memo.enqueue((namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, mv.PLURAL)
@@ -118,7 +131,7 @@ async def on_version_event(
     memo: Runtime, type: str, spec: kopf.Spec, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> None:
     if namespace and (model := spec.get("model")) and not _echo_of_our_status_write(type, meta, status):
-        memo.queue.add((namespace, model))
+        memo.enqueue((namespace, model))
 
 
 def _echo_of_our_status_write(event_type: str, meta: kopf.Meta, status: kopf.Status) -> bool:
@@ -140,7 +153,7 @@ async def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | No
     """A change to a Deployment, Service or validation Job we own: its rollout moved, a
     Job finished, or someone edited it."""
     if namespace:
-        memo.queue.add((namespace, labels["modelreg.dev/model"]))
+        memo.enqueue((namespace, labels["modelreg.dev/model"]))
 
 
 async def _worker(memo: Runtime, index: int) -> None:
@@ -178,10 +191,16 @@ async def _resync(memo: Runtime) -> None:
     """Re-check every model periodically, so drift is found even without events."""
     while True:
         await asyncio.sleep(memo.resync_seconds)
-        try:
-            keys = await asyncio.to_thread(kube.list_model_names, memo.context.client, namespace=memo.namespace)
-        except Exception:
-            log.exception("periodic resync could not list models")
-            continue
-        for key in keys:
-            memo.queue.add(key)
+        await _queue_all(memo)
+
+
+async def _queue_all(memo: Runtime) -> bool:
+    """Queue every model (one list); False if the list failed."""
+    try:
+        keys = await asyncio.to_thread(kube.list_model_names, memo.context.client, namespace=memo.namespace)
+    except Exception:
+        log.exception("could not list the models to re-check them")
+        return False
+    for key in keys:
+        memo.queue.add(key)
+    return True

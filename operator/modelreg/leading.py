@@ -3,10 +3,10 @@
 Called by `running` (`modelreg run --leader-elect`, which the manifests set) and
 by `handlers`, whose workers wait for `Election.acquired` before taking a key.
 
-Every replica runs Kopf's watches, so each one's work queue fills as events
-arrive; only the leader's workers take keys off it. A follower is a hot standby:
-when it takes over, its queue already names every model (Kopf lists each kind
-when it starts watching), and its first reconciles begin at once.
+Every replica runs Kopf's watches; only the leader queues what they report and
+reconciles. A follower is a standby that is logged in and watching: when it takes
+over, it lists the models once, queues them all, and its first reconciles begin
+at once. Its queue stays empty meanwhile (so does its `workqueue_depth`).
 
 The lock is a `coordination.k8s.io/v1` Lease, the mechanism of kube-controller-
 manager and controller-runtime, held through the official client's

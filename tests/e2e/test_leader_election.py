@@ -118,6 +118,9 @@ def test_only_the_leader_reconciles_and_a_follower_takes_over_a_stopped_one(
     serve_first_version(kube, s3, namespace)
     assert leader.reconciles() > 0
     assert follower.reconciles() == 0, "a follower reconciled"
+    # A standby queues nothing (its workqueue_depth would otherwise alert forever).
+    standby = scrape(follower.metrics_port)
+    assert value(standby, "workqueue_adds_total") == value(standby, "workqueue_depth") == 0
 
     # Version 2 asks for Production; the leader is stopped while it switches.
     v2 = upload(s3)
