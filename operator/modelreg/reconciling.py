@@ -81,7 +81,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     rollouts, unsettled = None, False
     if served is not None:
         pods_say = _pod_troubles(ctx, namespace, model, inputs, owned)
-        rollouts = _rollouts(model, served, inputs, owned, refusals, pods_say)
+        rollouts = _rollouts(model, served, inputs, owned, refusals, pods_say, now=now)
         # Pods change without their Deployment changing (a crash loop begins): look
         # again soon, not at the next resync, while a rollout may still get stuck.
         deployments = {v.name: serving.deployment_name(model, v.spec.version) for v in inputs}
@@ -231,6 +231,8 @@ def _rollouts(
     owned: kube.OwnedObjects,
     refusals: dict[str, str],
     pod_troubles: dict[str, troubles.Trouble | None] | None = None,
+    *,
+    now: datetime.datetime,
 ) -> dict[str, Rollout]:
     out = {}
     for v in inputs:
@@ -241,7 +243,11 @@ def _rollouts(
         elif live is not None:
             # With an autoscaler, its minimum is the capacity the switch waits for.
             want = owned.autoscaled.get(name, served.replicas)
-            out[v.name] = serving.rollout_of(live, want_replicas=want, trouble=(pod_troubles or {}).get(name))
+            # A version to take over is timed from its request (see serving.rollout_of).
+            taking_over = v.spec.stage is Stage.PRODUCTION and v.status.stage is not Stage.PRODUCTION
+            out[v.name] = serving.rollout_of(live, want_replicas=want, trouble=(pod_troubles or {}).get(name),
+                                             requested_at=v.status.production_requested_at if taking_over else None,
+                                             now=now)  # fmt: skip
     return out
 
 
@@ -634,7 +640,7 @@ def preview(
     forged = _forgeries(version_objs, inputs)
     inputs = [dataclasses.replace(v, status=forged[v.name][0]) if v.name in forged else v for v in inputs]
     served = model_in.spec.serving if model_in is not None else None
-    rollouts = _rollouts(model_in.name, served, inputs, owned, {}) if model_in and served else None
+    rollouts = _rollouts(model_in.name, served, inputs, owned, {}, now=now) if model_in and served else None
     plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts, refusals=[])
     inputs = [v for v in inputs if v.name not in lifecycle.duplicates(inputs)]
     changes: list[Change] = []

@@ -8,6 +8,7 @@ here, with a restricted security context.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 from collections.abc import Collection
@@ -378,7 +379,10 @@ def fully_available(deployment: Obj) -> bool:
     )
 
 
-def rollout_of(deployment: Obj, *, want_replicas: int, trouble: Trouble | None = None) -> Rollout:
+def rollout_of(
+    deployment: Obj, *, want_replicas: int, trouble: Trouble | None = None,
+    requested_at: datetime.datetime | None = None, now: datetime.datetime | None = None,
+) -> Rollout:  # fmt: skip
     """How a version's Deployment is doing, for the lifecycle's switch decision.
 
     `trouble` is what its Pods say (`troubles.pod_trouble`, read only while the
@@ -387,7 +391,14 @@ def rollout_of(deployment: Obj, *, want_replicas: int, trouble: Trouble | None =
     rollout `stuck` at once, without waiting for the progress deadline: the
     serving version is then reported failed, a promotion stuck (`lifecycle`).
     Computed afresh on every reconcile, so Pods that recover make it Progressing
-    or Available again."""
+    or Available again.
+
+    `requested_at` (with `now`): when the version was asked for Production, for a
+    version that is to take over. Kubernetes times only rollouts of a new template
+    against `progressDeadlineSeconds`, never a scale-up: a kept Deployment scaled
+    up again for a rollback keeps the Progressing reason of its last completed
+    rollout (NewReplicaSetAvailable) and would wait forever. Such a scale-up fails
+    here once the deadline has passed since the request."""
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     meta = deployment.get("metadata") or {}
     replicas = int(spec.get("replicas", 1))
@@ -414,4 +425,9 @@ def rollout_of(deployment: Obj, *, want_replicas: int, trouble: Trouble | None =
         return Rollout(RolloutState.AVAILABLE, f"Deployment {meta.get('name')} is Available")
     available = int(status.get("availableReplicas", 0))
     message = f"Deployment {meta.get('name')}: {available}/{replicas} Pods available{why}"
+    deadline = int(spec.get("progressDeadlineSeconds", 600))
+    untimed = progressing.get("reason") == "NewReplicaSetAvailable"  # no rollout under way: a scale-up
+    if untimed and replicas > 0 and requested_at and now and (now - requested_at).total_seconds() > deadline:
+        return Rollout(RolloutState.FAILED, f"{message}, {deadline}s after the Production request "
+                       "(progressDeadlineSeconds)", available=available)  # fmt: skip
     return Rollout(RolloutState.PROGRESSING, message, available=available, stuck=trouble is not None and trouble.stuck)

@@ -191,6 +191,39 @@ def test_rollback_is_one_field(
     wait_replicas(kube, namespace, "m-2", 0)
 
 
+def test_a_rollback_whose_pods_never_start_fails_at_the_deadline(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator, invariants: Invariants
+) -> None:
+    """A rollback scales the kept Deployment up again. Kubernetes never times a scale-up
+    against progressDeadlineSeconds (the Deployment keeps NewReplicaSetAvailable), so the
+    operator times it from the request: RolloutFailed, and the serving version stays."""
+    serve_first_version(kube, s3, namespace)
+    art = upload(s3)
+    apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=art.uri, stage="Production"))
+    wait_serving(kube, namespace, "m", "2")
+    set_stage(kube, namespace, "m-1", "Archived")
+    wait_replicas(kube, namespace, "m-1", 0)
+    deadline = SERVING["progressDeadlineSeconds"]
+    kube.kubectl("cordon", cluster.NODE_NAME)  # the scaled-up Pods cannot be scheduled
+    try:
+        set_stage(kube, namespace, "m-1", "Production")
+        asked = time.monotonic()
+        st = wait_condition(kube, namespace, "m-1", "RolledOut", status_="False", reason="RolloutFailed",
+                            timeout=deadline + 60)  # fmt: skip
+        print(f"\nthe rollback failed {time.monotonic() - asked:.1f}s after the request (deadline {deadline}s)")
+        message = condition(st, "RolledOut")["message"]
+        assert f"{deadline}s after the Production request" in message
+        assert st["phase"] == "Failed"
+        assert serving_version(kube, namespace, "m") == "2"
+        assert status(kube, namespace, "m-2")["stage"] == "Production"
+        progressing = next(c for c in deployment(kube, namespace, "m-1")["status"]["conditions"]  # type: ignore[index]
+                           if c["type"] == "Progressing")  # fmt: skip
+        assert progressing["reason"] == "NewReplicaSetAvailable", "Kubernetes timed it after all"
+    finally:
+        kube.kubectl("uncordon", cluster.NODE_NAME)
+    assert "RolloutFailed" in [e["reason"] for e in events(kube, namespace, "m-1")]
+
+
 def test_drift_is_repaired_and_reported(kube: Cluster, s3: S3, namespace: str, operator: Operator) -> None:
     serve_first_version(kube, s3, namespace)
     kube.kubectl("scale", "deployment/m-1", "-n", namespace, "--replicas=5")

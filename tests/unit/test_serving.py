@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import re
 
 import pytest
@@ -268,6 +269,25 @@ def replica_failure(dep: dict) -> dict:  # type: ignore[type-arg]
 )
 def test_rollout_state_of_a_deployment(dep: dict, want: int, state: RolloutState) -> None:  # type: ignore[type-arg]
     assert serving.rollout_of(dep, want_replicas=want).state is state
+
+
+def test_a_scale_up_kubernetes_does_not_time_fails_at_the_deadline_after_the_request() -> None:
+    """A kept Deployment scaled up again (a rollback) keeps NewReplicaSetAvailable: Kubernetes
+    never marks it ProgressDeadlineExceeded, so the request's age decides."""
+    now = datetime.datetime(2026, 11, 30, 12, tzinfo=datetime.UTC)
+
+    def ago(seconds: float) -> datetime.datetime:
+        return now - datetime.timedelta(seconds=seconds)
+
+    kept = deployment(2, available=0) | {"spec": {"replicas": 2, "progressDeadlineSeconds": 60}}
+    late = serving.rollout_of(kept, want_replicas=2, requested_at=ago(61), now=now)
+    assert late.state is RolloutState.FAILED
+    assert late.message.endswith("0/2 Pods available, 60s after the Production request (progressDeadlineSeconds)")
+    assert serving.rollout_of(kept, want_replicas=2, requested_at=ago(59), now=now).state is RolloutState.PROGRESSING
+    assert serving.rollout_of(kept, want_replicas=2).state is RolloutState.PROGRESSING  # the serving version's own
+    rolling = deployment(2, available=0, progressing=("True", "ReplicaSetUpdated"))  # Kubernetes times this one
+    timed = serving.rollout_of(rolling, want_replicas=2, requested_at=ago(900), now=now)
+    assert timed.state is RolloutState.PROGRESSING
 
 
 def test_replicas_per_stage() -> None:

@@ -3,6 +3,7 @@ replica count, or an autoscaler's minimum, available in the new Deployment."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from modelreg import kube, reconciling
@@ -13,6 +14,8 @@ from tests.unit.lifecycle_builders import version
 
 SERVE = Serving.model_validate({"image": "s:1", "replicas": 2, "stagingReplicas": 1})
 
+NOW = datetime.datetime(2026, 11, 30, 12, tzinfo=datetime.UTC)
+
 
 def live(replicas: int, available: int) -> dict[str, Any]:
     return {"metadata": {"name": "iris-2", "generation": 3}, "spec": {"replicas": replicas},
@@ -22,7 +25,7 @@ def live(replicas: int, available: int) -> dict[str, Any]:
 
 def rollout(dep: dict[str, Any], autoscaled: dict[str, int]) -> RolloutState:
     owned = kube.OwnedObjects(deployments={"iris-2": dep}, services={}, autoscaled=autoscaled)
-    return reconciling._rollouts("iris", SERVE, [version("2", Stage.PRODUCTION)], owned, {})["iris-2"].state
+    return reconciling._rollouts("iris", SERVE, [version("2", Stage.PRODUCTION)], owned, {}, now=NOW)["iris-2"].state
 
 
 def test_the_staging_count_is_not_production_capacity() -> None:
@@ -37,7 +40,8 @@ def test_an_autoscalers_minimum_is_the_bar() -> None:
 
 def test_a_name_another_owner_holds_is_a_failed_rollout() -> None:
     owned = kube.OwnedObjects(deployments={}, services={}, autoscaled={})
-    rollouts = reconciling._rollouts("iris", SERVE, [version("2", Stage.PRODUCTION)], owned, {"iris-2": "taken"})
+    versions = [version("2", Stage.PRODUCTION)]
+    rollouts = reconciling._rollouts("iris", SERVE, versions, owned, {"iris-2": "taken"}, now=NOW)
     assert rollouts["iris-2"].state is RolloutState.FAILED
 
 
