@@ -205,15 +205,9 @@ def promotion_verdict(version: Obj, selector: dict[str, str] | None, *, target: 
 
 
 def held_before_request(version: Obj, *, target: Stage) -> Verdict | None:
-    """A version a gate holds now cannot enter Production either (the gates that hold it at
-    Staging hold it there too): refused before any change, so the version serving now keeps
-    its request. (Only toward Production: asking Staging may be what releases a hold.)"""
-    st = version.get("status") or {}
-    current = (st.get("observedGeneration") or 0) >= version["metadata"].get("generation", 0)
-    if target is not Stage.PRODUCTION or not current or st.get("phase") != "Blocked":
-        return None
-    stalled = condition(version, "Stalled")
-    return Verdict("failed", stalled.get("reason") or "Blocked", stalled.get("message") or "held by a gate")
+    """A version a gate holds now is refused before any change (`staging.held_now`)."""
+    held = staging.held_now(version, stage=target)
+    return Verdict("failed", *held) if held else None
 
 
 def rollback_target(versions: list[Obj], *, asked: str | None) -> Obj:

@@ -19,6 +19,19 @@ class StageChangeError(ValueError):
     """The change cannot be made as asked; the message says what to do instead."""
 
 
+def held_now(version: dict[str, Any], *, stage: Stage) -> tuple[str, str] | None:
+    """(reason, message) when a gate holds the version now and Production is asked: the
+    gates that hold it where it is hold it from Production too, so asking would only
+    archive the serving version's request (it keeps serving, but Git no longer says so).
+    Only toward Production: asking Staging may be what releases a hold."""
+    st = version.get("status") or {}
+    current = (st.get("observedGeneration") or 0) >= version["metadata"].get("generation", 0)
+    if stage is not Stage.PRODUCTION or not current or st.get("phase") != "Blocked":
+        return None
+    stalled: dict[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "Stalled"), {})
+    return stalled.get("reason") or "Blocked", stalled.get("message") or "held by a gate"
+
+
 def stage_changes(versions: list[dict[str, Any]], *, target: str, stage: Stage) -> dict[str, str]:
     """Object name → new spec.stage, the target first, given all versions of its model."""
     by_name = {v["metadata"]["name"]: v for v in versions}
@@ -27,6 +40,8 @@ def stage_changes(versions: list[dict[str, Any]], *, target: str, stage: Stage) 
     current = by_name[target].get("spec", {}).get("stage", Stage.DEVELOPMENT.value)
     if current == Stage.DEVELOPMENT.value and stage is Stage.PRODUCTION:
         raise StageChangeError(f"{target} is in Development: move it to Staging first (its gates run there)")
+    if held := held_now(by_name[target], stage=stage):
+        raise StageChangeError(f"{target} is held, nothing was changed: {held[0]}: {held[1]}")
     changes = {target: stage.value}
     if stage is Stage.PRODUCTION:
         for name, v in sorted(by_name.items()):

@@ -30,3 +30,14 @@ def test_development_cannot_jump_to_production() -> None:
         stage_changes([mv("b", "Development")], target="b", stage=Stage.PRODUCTION)
     with pytest.raises(StageChangeError, match="no ModelVersion"):
         stage_changes([], target="x", stage=Stage.STAGING)
+
+
+def test_a_version_a_gate_holds_is_refused_before_the_serving_request_is_archived() -> None:
+    stalled = {"type": "Stalled", "status": "True", "reason": "ThresholdNotMet", "message": "accuracy too low"}
+    status = {"observedGeneration": 1, "phase": "Blocked", "conditions": [stalled]}
+    held = mv("b", "Staging") | {"metadata": {"name": "b", "generation": 1}, "status": status}
+    with pytest.raises(StageChangeError, match="b is held, nothing was changed: ThresholdNotMet: accuracy too low"):
+        stage_changes([mv("a", "Production"), held], target="b", stage=Stage.PRODUCTION)
+    assert stage_changes([held], target="b", stage=Stage.ARCHIVED) == {"b": "Archived"}  # only Production is refused
+    unseen = held | {"metadata": {"name": "b", "generation": 2}}  # the hold is for an older spec
+    assert stage_changes([unseen], target="b", stage=Stage.PRODUCTION) == {"b": "Production"}
