@@ -15,7 +15,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,6 +234,36 @@ def operator(
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(f"\n--- operator log ({namespace}) ---\n{processes.tail(op.log_path, 80)}")
+
+
+StartOperator = Callable[..., Operator]
+
+
+@pytest.fixture
+def start_operator(
+    kube: Cluster, s3: S3, crds: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[StartOperator]:
+    """Like the `operator` fixture, with extra flags for `modelreg run`."""
+    started: list[Operator] = []
+
+    def start(*extra: str) -> Operator:
+        port = processes.free_port()
+        env = os.environ | s3.env() | {"KUBECONFIG": kube.kubeconfig, "PYTHONUNBUFFERED": "1"}
+        argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace, "--resync-seconds", "3",
+                "--liveness", f"http://127.0.0.1:{port}/healthz",
+                "--allow-insecure-storage", "--storage-endpoint", s3.config.endpoint, *extra]  # fmt: skip
+        op = Operator(argv=argv, env=env, log_path=tmp_path / f"operator-{len(started)}.log", port=port)
+        op.start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for op in started:
+            print(f"\n--- {op.log_path.name} ({namespace}) ---\n{processes.tail(op.log_path, 80)}")
 
 
 _INVARIANT_FIGURES = pytest.StashKey[list[str]]()

@@ -51,7 +51,8 @@ def test_kubectl_modelreg_lists_explains_promotes_and_rolls_back(
     kube: Cluster, s3: S3, namespace: str, operator: Operator
 ) -> None:
     serve_first_version(kube, s3, namespace)
-    apply(kube, namespace, model_manifest("m", serving=SERVING, promotion=PROMOTION))
+    # A deadline well past the 20 s wait below, which is to time out, not see the rollout fail.
+    apply(kube, namespace, model_manifest("m", serving=SERVING | {"progressDeadlineSeconds": 90}, promotion=PROMOTION))
     for name, accuracy in (("m-2", 0.95), ("m-3", 0.8)):
         art = upload(s3)
         apply(kube, namespace, version_manifest(name, model="m", version=name[2:], uri=art.uri, sha256=art.sha256,

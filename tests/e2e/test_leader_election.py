@@ -10,18 +10,16 @@ the real node. The figures are printed (`-s` shows them).
 from __future__ import annotations
 
 import datetime
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from modelreg.devcluster import processes
 from tests.conftest import wait_for
-from tests.e2e.conftest import S3, Cluster, Operator
+from tests.e2e.conftest import S3, Cluster, Operator, StartOperator
 from tests.e2e.invariants import Invariants
 from tests.e2e.registry import (
     apply,
@@ -40,8 +38,12 @@ LEASE_SECONDS = 15  # leading.Settings' default, client-go's
 RETRY_SECONDS = 2
 
 
-class Replica(Operator):
-    metrics_port: int = 0
+@dataclass
+class Replica:
+    """One `modelreg run --leader-elect`, and its metrics endpoint."""
+
+    operator: Operator
+    metrics_port: int
 
     def leads(self) -> bool:
         try:
@@ -53,37 +55,20 @@ class Replica(Operator):
         return value(scrape(self.metrics_port), "controller_runtime_reconcile_total")
 
 
-StartReplica = Callable[[str], Replica]
+StartReplica = Callable[[], Replica]
 
 
 @pytest.fixture
-def start_replica(
-    kube: Cluster, s3: S3, crds: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[StartReplica]:
-    """`modelreg run --leader-elect`, the Lease in the test's namespace."""
-    started: list[Replica] = []
+def start_replica(namespace: str, start_operator: StartOperator) -> StartReplica:
+    """A replica whose Lease is in the test's namespace."""
 
-    def start(name: str) -> Replica:
-        port, metrics_port = processes.free_port(), processes.free_port()
-        env = os.environ | s3.env() | {"KUBECONFIG": kube.kubeconfig, "PYTHONUNBUFFERED": "1"}
-        argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace, "--resync-seconds", "3",
-                "--liveness", f"http://127.0.0.1:{port}/healthz",
-                "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
-                "--leader-elect", "--leader-election-namespace", namespace,
-                "--allow-insecure-storage", "--storage-endpoint", s3.config.endpoint]  # fmt: skip
-        replica = Replica(argv=argv, env=env, log_path=tmp_path / f"operator-{name}.log", port=port)
-        replica.metrics_port = metrics_port
-        replica.start()
-        started.append(replica)
-        return replica
+    def start() -> Replica:
+        port = processes.free_port()
+        op = start_operator("--metrics-bind-address", f"127.0.0.1:{port}",
+                            "--leader-elect", "--leader-election-namespace", namespace)  # fmt: skip
+        return Replica(op, port)
 
-    yield start
-    for replica in started:
-        replica.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for replica in started:
-            print(f"\n--- {replica.log_path.name} ---\n{processes.tail(replica.log_path, 60)}")
+    return start
 
 
 def lease(kube: Cluster, namespace: str) -> dict[str, Any]:
@@ -111,7 +96,7 @@ def test_only_the_leader_reconciles_and_a_follower_takes_over_a_stopped_one(
     """SIGTERM (a rolling update, `kubectl delete pod`): the leader finishes what it
     is doing and releases the Lease, and the follower takes over at its next poll,
     long before the lease would have expired."""
-    a, b = start_replica("a"), start_replica("b")
+    a, b = start_replica(), start_replica()
     leader, follower = leader_of(a, b)
     held = lease(kube, namespace)
     assert held["leaseDurationSeconds"] == LEASE_SECONDS
@@ -129,7 +114,7 @@ def test_only_the_leader_reconciles_and_a_follower_takes_over_a_stopped_one(
     wait_stage(kube, namespace, "m-2", "Staging", timeout=60)
     set_stage(kube, namespace, "m-2", "Production")
     stopped = time.time()
-    leader.stop()  # SIGTERM, and waits for the process to end
+    leader.operator.stop()  # SIGTERM, and waits for the process to end
     ended = time.time()
     wait_for(follower.leads, timeout=LEASE_SECONDS, what="the follower to lead")
     spec = lease(kube, namespace)
@@ -143,7 +128,7 @@ def test_only_the_leader_reconciles_and_a_follower_takes_over_a_stopped_one(
     wait_serving(kube, namespace, "m", "2")
     wait_replicas(kube, namespace, "m-2", 2)
     wait_stage(kube, namespace, "m-1", "Archived", timeout=30)
-    assert "released the lease" in leader.log()
+    assert "released the lease" in leader.operator.log()
 
 
 def test_a_follower_takes_over_a_dead_leader_within_the_lease(
@@ -152,7 +137,7 @@ def test_a_follower_takes_over_a_dead_leader_within_the_lease(
     """SIGKILL (a crash, an OOM kill, a lost node): nobody releases the Lease; the
     follower takes over once it has gone unrenewed for its duration, and finishes
     the rollback that was asked for while no replica led."""
-    a, b = start_replica("a"), start_replica("b")
+    a, b = start_replica(), start_replica()
     serve_first_version(kube, s3, namespace)
     v2 = upload(s3)
     apply(kube, namespace, version_manifest("m-2", model="m", version="2", uri=v2.uri, sha256=v2.sha256,
@@ -161,7 +146,7 @@ def test_a_follower_takes_over_a_dead_leader_within_the_lease(
     leader, follower = leader_of(a, b)
     renewed = lease(kube, namespace)["renewTime"]
     killed = time.time()
-    leader.kill()
+    leader.operator.kill()
     set_stage(kube, namespace, "m-2", "Production")  # asked while nobody leads
     time.sleep(LEASE_SECONDS / 2)
     assert not follower.leads(), "the follower took over a lease that had not expired"

@@ -5,47 +5,14 @@ every line it writes is one JSON object, and a reconcile's lines say whose."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelreg.devcluster import processes
 from tests.conftest import wait_for
-from tests.e2e.conftest import S3, Cluster, Operator
+from tests.e2e.conftest import S3, Cluster, StartOperator
 from tests.e2e.registry import apply, model_manifest, serve_first_version, upload, version_manifest, wait_stage
-
-StartOperator = Callable[..., Operator]
-
-
-@pytest.fixture
-def start_operator(
-    kube: Cluster, s3: S3, crds: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[StartOperator]:
-    """Like the `operator` fixture, with extra flags for `modelreg run`."""
-    started: list[Operator] = []
-
-    def start(*extra: str) -> Operator:
-        port = processes.free_port()
-        env = os.environ | s3.env() | {"KUBECONFIG": kube.kubeconfig, "PYTHONUNBUFFERED": "1"}
-        argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace, "--resync-seconds", "3",
-                "--liveness", f"http://127.0.0.1:{port}/healthz",
-                "--allow-insecure-storage", "--storage-endpoint", s3.config.endpoint, *extra]  # fmt: skip
-        op = Operator(argv=argv, env=env, log_path=tmp_path / "operator.log", port=port)
-        op.start()
-        started.append(op)
-        return op
-
-    yield start
-    for op in started:
-        op.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed and started:
-        print(f"\n--- operator log ({namespace}) ---\n{processes.tail(started[0].log_path, 80)}")
 
 
 def scrape(port: int) -> str:
