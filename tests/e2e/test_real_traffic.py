@@ -416,7 +416,9 @@ def test_v1_answers_through_the_cluster_ip_from_pods_on_the_real_node(traffic: T
         "port": 8080,
         "replicas": REPLICAS,
         "stagingReplicas": 1,
-        "progressDeadlineSeconds": 120,
+        # v3's promotion waits minutes on purpose (a refused Pod, then a restored artifact);
+        # a scale-up is timed from its request, so the deadline leaves room for that.
+        "progressDeadlineSeconds": 300,
         # Answers within 1 s on an idle machine, but not always on a busy 2-core VM, where a
         # probe timing out at Kubernetes' default 1 s turned both Pods unready at once.
         "readinessProbe": {"path": "/healthz", "periodSeconds": 1, "timeoutSeconds": 3},
@@ -612,3 +614,31 @@ def test_the_switch_waits_for_the_production_replica_count(traffic: Traffic) -> 
     result = _switch_under_traffic(t, old=V2, new=V3, change=restore, what="promotion of v3 once it has 2 Pods")
     _assert_clean_switch(result, old=V2, new=V3)
     wait_stage(t.kube, NAMESPACE, V3.name, "Production")
+
+
+def test_a_rolling_update_of_the_operator_mid_switch_fails_no_request(traffic: Traffic) -> None:
+    """An upgrade, as `kubectl apply` of a new release does it: the operator's Pod
+    template changes (here `kubectl rollout restart`) while version 2 is being rolled
+    back to. New Pods start as standbys, old ones stop and release the Lease one at a
+    time; the switch finishes, and not one request fails."""
+    t = traffic
+    assert serving_version(t.kube, NAMESPACE, MODEL) == V3.number, "the replica-count test serves v3 first"
+    set_stage(t.kube, NAMESPACE, V2.name, "Archived")  # acknowledge the supersession
+    before = {p["metadata"]["name"] for p in t.operator.pods()}
+    started = time.monotonic()
+
+    def roll_the_operator() -> None:
+        t.kube.kubectl("rollout", "restart", "deployment/modelreg-operator", "-n", OPERATOR_NAMESPACE)
+
+    result = _switch_under_traffic(
+        t, old=V3, new=V2, what="rollback to v2 during a rolling update of the operator",
+        change=lambda: set_stage(t.kube, NAMESPACE, V2.name, "Production"), during=roll_the_operator,
+    )  # fmt: skip
+    _assert_clean_switch(result, old=V3, new=V2)
+    t.kube.kubectl("rollout", "status", "deployment/modelreg-operator", "-n", OPERATOR_NAMESPACE, "--timeout=180s")
+    leader = t.operator.wait_ready()
+    print(f"the operator's rolling update ended {time.monotonic() - started:.1f}s after it began")
+    assert not before & {p["metadata"]["name"] for p in t.operator.pods()}, "an old operator Pod is left"
+    assert leader["metadata"]["name"] not in before
+    st = wait_stage(t.kube, NAMESPACE, V2.name, "Production")
+    assert st["history"][-1]["reason"] == "RolledBack"
