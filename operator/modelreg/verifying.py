@@ -367,13 +367,13 @@ class Verifier:
 
     def _pop_due(self, mono: float) -> list[ModelKey]:
         """The models with a record due by `mono` and not running, each once (under the lock)."""
-        keys: list[ModelKey] = []
+        keys: dict[ModelKey, None] = {}  # ordered, and each once
         while self._due and self._due[0][0] <= mono:
             _, key = heapq.heappop(self._due)
             records = self._records.get(key, {}).values()
             if key not in keys and any(not r.running and r.next_due <= mono for r in records):
-                keys.append(key)
-        return keys
+                keys[key] = None
+        return list(keys)
 
     def _wake_due(self) -> None:
         """The `verify-due` thread: queue each model when a check of it comes due."""
