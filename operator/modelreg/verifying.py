@@ -22,6 +22,11 @@ operator needs no memory to go on serving:
   verifiedAt included, so it writes nothing;
 - a failed check is retried with backoff, 1 s doubling up to
   `failure_backoff_max`.
+A check starts when a reconcile of its model asks (`checks`). So that a re-check
+runs when it comes due, not at the next resync (which queues every model at
+once, and would gather a minute's worth of re-checks into one burst), a thread
+of this module (`wake_rechecks`) keeps the due times in a heap and queues a
+model (`notify`) the moment one of its records comes due.
 
 Concurrency. Reconciles run on the worker threads of `handlers`; checks run on
 this module's own pool of `workers` threads, so hashing a large artifact never
@@ -34,7 +39,9 @@ Records of versions gone, or of a model not reconciled for a long while (a
 deleted one), are dropped, so memory follows what exists.
 boto3 clients are thread-safe: one per (endpoint, region, credentials) is built
 once, under its own lock, and shared by all threads; at most `max_clients` are
-kept, least recently used dropped first.
+kept, least recently used dropped first. They are all built from one boto3
+Session (not thread-safe, so used under that same lock only): a client of its
+own Session costs ~15 MiB, one more from a shared Session ~0.3 MiB.
 
 Confused deputy. A RegisteredModel's author chooses the endpoint and names a
 Secret, and the operator reads with its own rights; so they must not reach
@@ -50,6 +57,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import hashlib
+import heapq
 import logging
 import math
 import random
@@ -91,6 +99,7 @@ class Settings:
     max_clients: int = 32
     allow_insecure: bool = False  # plain http endpoints (a loopback test store, a trusted network)
     endpoints: tuple[str, ...] = ()  # the spec.storage.endpoint values allowed; empty: any https endpoint
+    wake_rechecks: bool = True  # queue a model when a check of it comes due (off: only reconciles start checks)
 
 
 @dataclass(frozen=True)
@@ -197,7 +206,7 @@ class Verifier:
         *,
         notify: Callable[[ModelKey], None] | None = None,
         verify: VerifyFn = artifacts.verify,
-        new_client: ClientFn = artifacts.new_s3_client,
+        new_client: ClientFn | None = None,  # default: from this Verifier's one boto3 Session
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
@@ -206,7 +215,8 @@ class Verifier:
         self.metrics = metrics
         self.notify: Callable[[ModelKey], None] = notify or (lambda key: None)
         self._verify = verify
-        self._new_client = new_client
+        self._new_client = new_client or self._new_s3_client
+        self._session: Any = None  # built with the first client, under _clients_lock
         self._clock = clock
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
@@ -216,10 +226,18 @@ class Verifier:
         self._clients: OrderedDict[tuple[str | None, ...], Any] = OrderedDict()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="verify")
+        # (due time, model) of every record with a check to come; entries go stale when a
+        # record is dropped or rescheduled, and are checked against the records when popped.
+        self._due: list[tuple[float, ModelKey]] = []
+        self._wakeup = threading.Condition(self._lock)
+        if self.settings.wake_rechecks:
+            threading.Thread(target=self._wake_due, name="verify-due", daemon=True).start()
 
     def close(self) -> None:
         """Stop: running checks give up at their next chunk; queued ones never start."""
         self._stop.set()
+        with self._lock:
+            self._wakeup.notify_all()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def storage_refusal(self, client: ApiClient, *, namespace: str, model: lifecycle.ModelInput) -> str | None:
@@ -257,6 +275,7 @@ class Verifier:
                 rec = records.get(_ident(v))
                 if rec is None:
                     rec = records[_ident(v)] = _Record(model=key, next_due=self._first_due(v, now, mono))
+                    self._schedule(rec)
                 if not rec.running and mono >= rec.next_due:
                     rec.running = True  # claimed here, under the lock: one check per record
                     due.append((v, rec))
@@ -339,6 +358,33 @@ class Verifier:
         else:
             rec.failures += 1
             rec.next_due = self._clock() + min(self.settings.failure_backoff_max, 2.0 ** (rec.failures - 1))
+        self._schedule(rec)
+
+    def _schedule(self, rec: _Record) -> None:
+        """Remember when `rec` comes due (under the lock)."""
+        heapq.heappush(self._due, (rec.next_due, rec.model))
+        self._wakeup.notify()
+
+    def _pop_due(self, mono: float) -> list[ModelKey]:
+        """The models with a record due by `mono` and not running, each once (under the lock)."""
+        keys: dict[ModelKey, None] = {}  # ordered, and each once
+        while self._due and self._due[0][0] <= mono:
+            _, key = heapq.heappop(self._due)
+            records = self._records.get(key, {}).values()
+            if key not in keys and any(not r.running and r.next_due <= mono for r in records):
+                keys[key] = None
+        return list(keys)
+
+    def _wake_due(self) -> None:
+        """The `verify-due` thread: queue each model when a check of it comes due."""
+        while not self._stop.is_set():
+            with self._lock:
+                keys = self._pop_due(self._clock())
+                if not keys:
+                    self._wakeup.wait(self._due[0][0] - self._clock() if self._due else None)
+                    continue
+            for key in keys:  # outside the lock: notify takes the work queue's own
+                self.notify(key)
 
     def _period(self) -> float:
         s = self.settings
@@ -390,6 +436,12 @@ class Verifier:
             else:
                 self._clients.move_to_end(key)
             return client
+
+    def _new_s3_client(self, **target: Any) -> Any:
+        """Under _clients_lock only (the Session is not thread-safe)."""
+        if self._session is None:
+            self._session = artifacts.new_session()
+        return artifacts.new_s3_client(session=self._session, **target)
 
 
 def _ident(v: lifecycle.VersionInput) -> tuple[str, int]:

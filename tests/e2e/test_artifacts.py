@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +136,30 @@ def test_a_budget_bounds_what_is_streamed(s3: S3, client: Any, downloads: list[s
     stored = upload(s3, data=b"z" * (2 * 1024 * 1024), store_checksum=True)
     ok = artifacts.verify(client, stored.uri, expected_sha256=stored.sha256, previous=None, now=NOW, budget=budget)
     assert ok.ok, ok.message
+
+
+def test_a_large_object_streamed_with_read_ahead_has_the_same_digest_and_a_tampered_one_is_refused(
+    s3: S3, client: Any, downloads: list[str], tmp_path: Path
+) -> None:
+    """Objects over one 4 MiB read are downloaded by a thread while the previous part is
+    hashed: the digest must be the one a plain hash gives, and one changed byte deep
+    inside (same size, so only the content tells) must be caught."""
+    data = bytearray(hashlib.sha256(b"seed").digest() * (24 * 1024 * 1024 // 32 + 5))  # 24 MiB and a bit
+    art = upload(s3, data=bytes(data), store_checksum=False)
+    check = artifacts.verify(client, art.uri, expected_sha256=art.sha256, previous=None, now=NOW)
+    assert check.ok, check.message
+    assert check.facts is not None
+    assert check.facts.checksum_source == "Streamed"
+    assert check.facts.digest == f"sha256:{art.sha256}"
+    assert check.facts.size == len(data)
+    # The init container's download goes the same way, and writes exactly those bytes.
+    into = tmp_path / "model.bin"
+    assert artifacts.download(client, art.uri, into=into) == art.sha256
+    assert into.read_bytes() == data
+    data[13 * 1024 * 1024 + 7] ^= 0x01
+    bucket, key = art.uri[len("s3://") :].split("/", 1)
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+    tampered = artifacts.verify(client, art.uri, expected_sha256=art.sha256, previous=check.facts, now=NOW)
+    assert tampered.reason is ArtifactReason.CHECKSUM_MISMATCH
+    assert hashlib.sha256(bytes(data)).hexdigest() in tampered.message
+    assert len(downloads) == 3

@@ -4,6 +4,7 @@ storage outages and the zero-write steady state, all through real kubectl."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 from tests.conftest import local_cluster_only, wait_for
@@ -242,3 +243,37 @@ def test_kubectl_explain_reads_the_descriptions(kube: Cluster, crds: Path) -> No
     assert "The trained model's files" in out
     assert "sha256" in out
     assert "Expected SHA-256" in out
+
+
+def test_development_versions_worse_than_production_get_no_warning_until_they_ask(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    """Most Development versions do worse than Production and ask for nothing: a
+    Warning Event each was most of the Event traffic at scale (issue 11). The verdict
+    stays in status; the Warning comes when such a version asks for a gated stage."""
+    apply(kube, namespace, model_manifest("m", **GATES))
+    best = upload(s3)
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=best.uri, sha256=best.sha256,
+                                            stage="Production", metrics={"accuracy": 0.95}))  # fmt: skip
+    wait_stage(kube, namespace, "m-1", "Production")
+    for n, accuracy in ((2, 0.9), (3, 0.5)):  # worse than Production; the second also under the threshold
+        art = upload(s3)
+        apply(kube, namespace, version_manifest(f"m-{n}", model="m", version=str(n), uri=art.uri, sha256=art.sha256,
+                                                metrics={"accuracy": accuracy}))  # fmt: skip
+    st = wait_condition(kube, namespace, "m-2", "ComparedToProduction", status_="False", reason="WorseThanProduction")
+    assert condition(st, "Ready")["status"] == "True"  # Development, as asked
+    wait_condition(kube, namespace, "m-3", "MetricThresholds", status_="False", reason="ThresholdNotMet")
+
+    def reasons(name: str, type_: str) -> list[str]:
+        return [e["reason"] for e in events(kube, namespace, name) if e["type"] == type_]
+
+    # Both were registered (a Normal Event each, posted after their status): no Warning among their Events.
+    for name in ("m-2", "m-3"):
+        wait_for(partial(lambda n: "Registered" in reasons(n, "Normal"), name), timeout=20,
+                 what=f"{name}'s Registered Event")  # fmt: skip
+        assert reasons(name, "Warning") == []
+    set_stage(kube, namespace, "m-2", "Staging")  # the gates guard Staging too
+    wait_for(lambda: "WorseThanProduction" in reasons("m-2", "Warning"), timeout=30,
+             what="a WorseThanProduction Warning once m-2 asks for Staging")  # fmt: skip
+    assert status(kube, namespace, "m-2")["stage"] == "Development"
+    assert status(kube, namespace, "m-1")["stage"] == "Production"

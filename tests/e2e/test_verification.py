@@ -143,3 +143,23 @@ def test_rechecks_of_an_unchanged_artifact_write_nothing_and_catch_a_replaced_on
     st = wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="False", reason="ChecksumMismatch",
                         timeout=30)  # fmt: skip
     assert art.sha256 in condition(st, "ArtifactVerified")["message"]
+
+
+def test_a_recheck_runs_when_it_comes_due_not_at_the_next_resync(
+    kube: Cluster, s3: S3, namespace: str, operator: Operator
+) -> None:
+    """With the resync ten minutes away, a replaced artifact is still caught within a
+    few re-check periods: the verifier queues a model when its re-check comes due
+    (one model at a time, instead of a burst of them at each resync)."""
+    operator.argv = [*operator.argv, "--resync-seconds", "600", "--recheck-seconds", "2"]
+    operator.restart()
+    art = upload(s3)
+    apply(kube, namespace, model_manifest("m"))
+    apply(kube, namespace, version_manifest("m-1", model="m", version="1", uri=art.uri, sha256=art.sha256))
+    wait_condition(kube, namespace, "m-1", "Ready", status_="True")
+    bucket, key = art.uri.removeprefix("s3://").split("/", 1)
+    s3.client().put_object(Bucket=bucket, Key=key, Body=b"replaced behind the registry's back",
+                           ChecksumAlgorithm="SHA256")  # fmt: skip
+    st = wait_condition(kube, namespace, "m-1", "ArtifactVerified", status_="False", reason="ChecksumMismatch",
+                        timeout=30)  # fmt: skip
+    assert art.sha256 in condition(st, "ArtifactVerified")["message"]

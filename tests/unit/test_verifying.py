@@ -7,6 +7,7 @@ The S3 calls are replaced by plain functions here; `tests/e2e` runs the real one
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import random
 import threading
@@ -74,7 +75,8 @@ def fresh(number: str, **kwargs: Any) -> lifecycle.VersionInput:
 def verifier(store: FakeStore, *, clock: Clock | None = None, **settings: Any) -> tuple[Verifier, list[Any]]:
     notified: list[Any] = []
     v = Verifier(
-        Settings(**({"wait_seconds": 0.0} | settings)),
+        # Due checks are found by popping the schedule by hand here (the thread would read the fake clock).
+        Settings(**({"wait_seconds": 0.0, "wake_rechecks": False} | settings)),
         notify=notified.append,
         verify=store.verify,
         new_client=lambda **_: object(),
@@ -220,6 +222,48 @@ def test_after_a_restart_overdue_rechecks_are_spread_over_a_period() -> None:
     assert started[0] < 25, "a restart must not re-verify everything at once"
     assert started[-1] > 75
     assert all(b - a < 25 for a, b in zip([0, *started], started, strict=False))
+    v.close()
+
+
+def test_rechecks_come_due_one_model_at_a_time_not_at_the_next_resync() -> None:
+    """50 models verified together: their re-checks come due spread over the jitter's
+    window (240 to 360 s), each model once, and none before it."""
+    store = FakeStore()
+    clock = Clock()
+    v, _ = verifier(store, clock=clock, recheck_seconds=300)
+    models = [dataclasses.replace(model(), name=f"m{i}") for i in range(50)]
+    for m in models:
+        v.checks(None, namespace="ns", model=m, versions=[fresh("1")], now=NOW)
+    wait_until(lambda: len(store.calls) == 50 and not any(r.running for rs in v._records.values() for r in rs.values()))
+    started = clock.now
+    assert v._pop_due(started) == []
+    due_at: dict[str, float] = {}
+    while clock.now < started + 400:
+        clock.now += 10
+        with v._lock:
+            for _, name in v._pop_due(clock.now):
+                assert name not in due_at, "each model once"
+                due_at[name] = clock.now - started
+    assert sorted(due_at) == sorted(m.name for m in models)
+    assert min(due_at.values()) >= 240
+    assert max(due_at.values()) <= 370
+    assert len(set(due_at.values())) >= 8, "spread over the window, not one burst"
+    v.close()
+
+
+def test_the_due_thread_queues_a_model_when_its_recheck_comes_due() -> None:
+    """No reconcile asks again: the verifier's own thread queues the model, and the
+    reconcile that follows starts the re-check."""
+    store = FakeStore()
+    notified: list[Any] = []
+    v = Verifier(Settings(wait_seconds=0.0, recheck_seconds=0.2, jitter=0.5), notify=notified.append,
+                 verify=store.verify, new_client=lambda **_: object())  # fmt: skip
+    v.checks(None, namespace="ns", model=model(), versions=[fresh("1")], now=NOW)
+    wait_until(lambda: len(notified) >= 2)  # the first check's end, then its re-check due
+    assert set(notified) == {("ns", "iris")}
+    assert len(store.calls) == 1, "the thread only queues; the reconcile starts the check"
+    v.checks(None, namespace="ns", model=model(), versions=[fresh("1")], now=NOW)
+    wait_until(lambda: len(store.calls) == 2)
     v.close()
 
 

@@ -129,12 +129,21 @@ def _first_failure_message(w: Work) -> str:
 def _gate_events(w: Work, old: ModelVersionStatus, cond: list[dict[str, object]], events: list[Event]) -> None:
     """One Event when a gate newly fails or a version is newly held or stalled
     (never again on every reconcile while it stays so). A rollout under way is a
-    normal step, not a Warning."""
+    normal step, not a Warning.
+
+    A promotion gate (metrics, compare-to-production, stage order, validation) is
+    said only while the version asks to enter a stage it guards: most Development
+    versions do worse than Production and ask for nothing, and a Warning each
+    (thousands at scale) would drown the ones a person must act on. Status still
+    shows every verdict; once such a version asks, the hold is said (Stalled)."""
     before = {c.type: (c.status, c.reason) for c in old.conditions}
     gate_types = {v.gate for v in w.verdicts} | {ROLLED_OUT}
+    asks = w.v.spec.stage in (Stage.STAGING, Stage.PRODUCTION) and w.effective is not w.v.spec.stage
     said = set()
     for c in cond:
         type_, reason = str(c["type"]), str(c["reason"])
+        if type_ not in _OWN_GATES and not asks:
+            continue
         if type_ in gate_types and c["status"] == "False" and before.get(type_) != (c["status"], c["reason"]):
             events.append(Event("ModelVersion", w.v.name, reason, str(c["message"]),
                                 warning=reason != "RolloutInProgress"))  # fmt: skip
@@ -143,6 +152,9 @@ def _gate_events(w: Work, old: ModelVersionStatus, cond: list[dict[str, object]]
         events.append(Event("ModelVersion", w.v.name, w.stalled, w.message, warning=True))
     if w.waiting == "HeldServing" and before.get("Reconciling") != ("True", "HeldServing"):
         events.append(Event("ModelVersion", w.v.name, "HeldServing", w.message, warning=True))
+
+
+_OWN_GATES = (ARTIFACT_VERIFIED, ROLLED_OUT)  # facts of the version itself, whatever it asks for
 
 
 def _model_status(
