@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from modelreg import kube, logs, reconciling, tampering
+from modelreg import cache, kube, logs, reconciling, tampering
 from modelreg.api import GROUP, VERSION
 from modelreg.api import modelversion as mv
 from modelreg.api import registeredmodel as rm
@@ -86,22 +86,66 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # compared by GitOps tools), not to annotations.
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    # Only our own Deployments, Services and Jobs are sent by the API server: a cluster
+    # with many unrelated ones costs neither memory nor CPU here.
+    for group, plural in (("apps", "deployments"), ("", "services"), ("batch", "jobs")):
+        settings.watching.label_selectors[group, plural] = OWNED_SELECTOR
 
 
 # The event handlers are coroutines although they only add a key: Kopf runs a
 # plain `def` handler in an executor thread, and the queue belongs to the loop.
+# The cache is fed by Kopf indexers, not by the event handlers: Kopf runs no
+# handler before every indexed kind is listed and each listed object indexed,
+# so the first handler call finds the cache warm (see `cache`). The indexers
+# store nothing in Kopf's own indices (they return None). Deletions reach
+# indexers only as a discard of Kopf's own index, so the handlers remove them.
+def _cached(kind: str) -> Any:
+    def index(memo: Runtime, body: kopf.Body, **_: Any) -> None:
+        raw = dict(body)
+        if kind in (cache.DEPLOYMENT, cache.SERVICE, cache.JOB, cache.HPA):
+            # The largest part of these objects, and never read (tampering reads only our CRs').
+            raw["metadata"] = {k: v for k, v in raw["metadata"].items() if k != "managedFields"}
+        memo.context.cache.put(kind, raw)
+
+    index.__name__ = index.__qualname__ = f"cache_{kind.lower()}"
+    return index
+
+
+kopf.index(GROUP, VERSION, rm.PLURAL)(_cached(cache.MODEL))
+kopf.index(GROUP, VERSION, mv.PLURAL)(_cached(cache.VERSION))
+kopf.index("apps", "v1", "deployments")(_cached(cache.DEPLOYMENT))
+kopf.index("", "v1", "services")(_cached(cache.SERVICE))
+kopf.index("batch", "v1", "jobs")(_cached(cache.JOB))
+kopf.index("autoscaling", "v2", "horizontalpodautoscalers")(_cached(cache.HPA))
+
+
+def _seen(memo: Runtime, kind: str, event_type: str, namespace: str | None, name: str) -> None:
+    memo.context.cache.ready = True  # a handler runs: every indexed kind is listed
+    if event_type == "DELETED" and namespace:
+        memo.context.cache.remove(kind, namespace, name)
+
+
 @kopf.on.event(GROUP, VERSION, rm.PLURAL)
 async def on_model_event(
     memo: Runtime, type: str, name: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> None:
+    _seen(memo, cache.MODEL, type, namespace, name)
     if namespace and not _echo_of_our_status_write(type, meta, status):
         memo.queue.add((namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, mv.PLURAL)
 async def on_version_event(
-    memo: Runtime, type: str, spec: kopf.Spec, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
+    memo: Runtime,
+    type: str,
+    name: str,
+    spec: kopf.Spec,
+    namespace: str | None,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
 ) -> None:
+    _seen(memo, cache.VERSION, type, namespace, name)
     if namespace and (model := spec.get("model")) and not _echo_of_our_status_write(type, meta, status):
         memo.queue.add((namespace, model))
 
@@ -115,17 +159,32 @@ def _echo_of_our_status_write(event_type: str, meta: kopf.Meta, status: kopf.Sta
     return event_type == "MODIFIED" and meta.get("generation") == status.get("observedGeneration")
 
 
+OWNED_SELECTOR = "app.kubernetes.io/managed-by=modelreg,modelreg.dev/model"
 _OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.dev/model": kopf.PRESENT}
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED)
 @kopf.on.event("", "v1", "services", labels=_OWNED)
 @kopf.on.event("batch", "v1", "jobs", labels=_OWNED)
-async def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+async def on_owned_event(
+    memo: Runtime, type: str, body: kopf.Body, name: str, labels: kopf.Labels, namespace: str | None, **_: Any
+) -> None:
     """A change to a Deployment, Service or validation Job we own: its rollout moved, a
     Job finished, or someone edited it."""
+    _seen(memo, str(body.get("kind")), type, namespace, name)
     if namespace:
         memo.queue.add((namespace, labels["modelreg.dev/model"]))
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
+async def on_autoscaler_event(memo: Runtime, type: str, name: str, spec: kopf.Spec, namespace: str | None,
+                              **_: Any) -> None:  # fmt: skip
+    """An autoscaler's minimum is the capacity a switch waits for: the model whose
+    Deployment it scales plans again."""
+    _seen(memo, cache.HPA, type, namespace, name)
+    target = (spec.get("scaleTargetRef") or {}).get("name")
+    if namespace and target and (model := memo.context.cache.model_of_deployment(namespace, target)):
+        memo.queue.add((namespace, model))
 
 
 async def _worker(memo: Runtime, index: int) -> None:
@@ -151,6 +210,14 @@ async def _reconcile(memo: Runtime, key: ModelKey) -> None:
             log.info("%s/%s waits on storage or a rollout; checking again in %.0fs", *key, memo.retry_later(key))
         else:
             memo.failures.pop(key, None)
+    except kube.Stale as exc:
+        # Planned from an outdated read (another writer was faster than the watch):
+        # plan again at once (the key runs again after `done`), from the API. Not a
+        # failure: no backoff.
+        log.info("%s/%s changed while it was reconciled (%s); again from fresh reads", *key, exc)
+        memo.context.cache.distrust(key)
+        memo.queue.add(key)
+        result = "requeue"
     except Exception:
         log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, memo.retry_later(key))
     finally:
@@ -160,13 +227,19 @@ async def _reconcile(memo: Runtime, key: ModelKey) -> None:
 
 
 async def _resync(memo: Runtime) -> None:
-    """Re-check every model periodically, so drift is found even without events."""
+    """Re-check every model periodically, so drift is found even without events.
+    The models are the cache's (kept by the watches): a resync costs no API call,
+    and a model whose objects are all cached plans again without one either."""
     while True:
         await asyncio.sleep(memo.resync_seconds)
-        try:
-            keys = await asyncio.to_thread(kube.list_model_names, memo.context.client, namespace=memo.namespace)
-        except Exception:
-            log.exception("periodic resync could not list models")
-            continue
+        if memo.context.cache.ready:
+            keys = memo.context.cache.keys()
+        else:
+            try:
+                keys = await asyncio.to_thread(kube.list_model_names, memo.context.client, namespace=memo.namespace)
+            except Exception:
+                log.exception("periodic resync could not list models")
+                continue
         for key in keys:
-            memo.queue.add(key)
+            if memo.namespace is None or key[0] == memo.namespace:
+                memo.queue.add(key)
