@@ -158,6 +158,7 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
         idle_rss, idle_peak, _ = proc_stats(proc.pid)
     finally:
         processes.stop(proc)
+    log = Path(proc.log).read_text(errors="replace")
     per_minute = 60.0 / idle_seconds
     return {
         "versions": expected,
@@ -168,6 +169,8 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
         "idle_reads_per_min": (idle.get("get", 0) + idle.get("list", 0)) * per_minute,
         "idle_writes_per_min": sum(n for v, n in idle.items() if v not in ("get", "list")) * per_minute,
         "idle_cpu_s_per_min": (cpu_after - cpu_before) * per_minute,
+        "stale_requeues": log.count("changed while it was reconciled"),
+        "failed_reconciles": log.count("failed; retrying"),
     }
 
 
@@ -178,6 +181,8 @@ def report(r: dict[str, float]) -> None:
           f"{r['peak_rss_mib'] / n * 1024:.1f} KiB/version)   CPU {r['cpu_s']:.1f} s")  # fmt: skip
     print(f"        idle: {r['idle_reads_per_min']:.0f} API reads/min (GET+LIST; target 0 beyond watches)"
           f"   {r['idle_writes_per_min']:.0f} writes/min   {r['idle_cpu_s_per_min']:.2f} CPU-s/min")  # fmt: skip
+    print(f"        reconciles planned from an outdated read (409, requeued): {r.get('stale_requeues', 0):.0f}"
+          f"   failed: {r.get('failed_reconciles', 0):.0f}")  # fmt: skip
     sys.stdout.flush()
 
 
