@@ -1,18 +1,25 @@
 """The watched objects, kept in memory so a reconcile reads without API calls.
 
-Fed by `handlers`: Kopf lists and watches each kind (resourceVersion
-bookkeeping, relists on expiry are Kopf's) and calls an indexer per object
-event, which `put`s the object here; `on.event` handlers `remove` deleted ones.
-Read by `reconciling` (`snapshot`: one model's objects) and by the periodic
+Fed by `handlers`: one LIST per kind at start-up (`prime`, before Kopf's
+watchers start), then every event Kopf's `on.event` handlers receive (Kopf
+lists and watches each kind; resourceVersion bookkeeping and relists on expiry
+are Kopf's) `put`s or `remove`s an object. Read by `reconciling` (`snapshot`: one model's objects) and by the periodic
 resync (`keys`: every model, no LIST). Owned Deployments, Services and Jobs are
 watched with a server-side label selector (`handlers.configure`), so unrelated
 objects of the cluster never reach this process.
 
 Why the data is safe to decide on (the concurrency design):
 
-* Warm before use. Kopf runs no handler before every indexed kind has been
-  listed and every listed object indexed; `ready` is set by the first handler
-  call. Until then `snapshot` returns None and the reconcile reads the API.
+* Warm before use. `ready` is set once the start-up LISTs are in. Until then
+  `snapshot` returns None and the reconcile reads the API. (Not Kopf indices:
+  their start-up barrier wakes every waiting object worker for every object
+  listed, quadratic in the objects: a minute of CPU at 5,000 versions.)
+* Primed is not confirmed. An object the start-up LIST saw but Kopf's watch has
+  not yet shown may have been deleted in between, which Kopf would never report
+  (its own list no longer has it). So a model with such an object is read from
+  the API (`snapshot` returns None), and that read `settle`s the question: what
+  the API did not return is gone. Kopf's initial listing confirms the rest.
+  An event never replaces a newer version of an object with an older one.
 * Never staler than our own writes. A cache lags the API server: right after
   the operator writes, the cache still holds what was there before, and a plan
   made from it would repeat the transition (a second history entry, a second
@@ -115,26 +122,77 @@ class Cache:
         # (namespace, model) → (kind, name) → (resourceVersion written or None for deleted, deadline)
         self._expected: dict[ModelKey, dict[tuple[str, str], tuple[str | None, float]]] = {}
         self._distrusted: set[ModelKey] = set()
+        # (namespace, model) → (kind, name) of primed objects no watch event has shown yet
+        self._unconfirmed: dict[ModelKey, set[tuple[str, str]]] = {}
 
     # Fed from the watches (the event loop).
 
+    def prime(self, listed: dict[str, list[Obj]]) -> None:
+        """The start-up LISTs, kind → objects; the cache is ready after this."""
+        with self._lock:
+            for kind, objects in listed.items():
+                for obj in objects:
+                    if self._store(kind, obj) and (model := model_of(kind, obj)) is not None:
+                        self._unconfirmed.setdefault((obj["metadata"]["namespace"], model), set()).add(
+                            (kind, obj["metadata"]["name"])
+                        )
+            self.ready = True
+
     def put(self, kind: str, obj: Obj) -> None:
+        """An object as a watch event shows it."""
+        with self._lock:
+            if self._store(kind, obj):
+                self._confirm(kind, obj)
+
+    def _store(self, kind: str, obj: Obj) -> bool:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
-        with self._lock:
-            self._unindex(kind, key)
-            self._objects[kind][key] = obj
-            if (model := model_of(kind, obj)) is not None:
-                self._by_model[kind].setdefault((key[0], model), set()).add(key[1])
-                self._meet(kind, (key[0], model), key[1], meta.get("resourceVersion"))
+        old = self._objects[kind].get(key)
+        if old is not None and old["metadata"].get("uid") == meta.get("uid"):
+            seen = old["metadata"].get("resourceVersion")
+            if seen and meta.get("resourceVersion") and not _newer_or_same(meta["resourceVersion"], seen):
+                return False  # older than what is held (primed from a later LIST)
+        self._unindex(kind, key)
+        self._objects[kind][key] = obj
+        if (model := model_of(kind, obj)) is not None:
+            self._by_model[kind].setdefault((key[0], model), set()).add(key[1])
+            self._meet(kind, (key[0], model), key[1], meta.get("resourceVersion"))
+        return True
+
+    def _confirm(self, kind: str, obj: Obj) -> None:
+        if not self._unconfirmed or (model := model_of(kind, obj)) is None:
+            return
+        key = (obj["metadata"]["namespace"], model)
+        if (pending := self._unconfirmed.get(key)) is not None:
+            pending.discard((kind, obj["metadata"]["name"]))
+            if not pending:
+                del self._unconfirmed[key]
 
     def remove(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
-            old = self._objects[kind].get((namespace, name))
-            self._unindex(kind, (namespace, name))
-            self._objects[kind].pop((namespace, name), None)
-            if old is not None and (model := model_of(kind, old)) is not None:
-                self._meet(kind, (namespace, model), name, None)
+            self._remove(kind, namespace, name)
+
+    def _remove(self, kind: str, namespace: str, name: str) -> None:
+        old = self._objects[kind].get((namespace, name))
+        self._unindex(kind, (namespace, name))
+        self._objects[kind].pop((namespace, name), None)
+        if old is not None and (model := model_of(kind, old)) is not None:
+            self._meet(kind, (namespace, model), name, None)
+            self._confirm(kind, old)
+
+    def settle(self, model: ModelKey, read: dict[str, set[str]]) -> None:
+        """A read of the model from the API returned these names per kind: primed
+        objects of those kinds it did not return were deleted before Kopf's watch began."""
+        with self._lock:
+            pending = self._unconfirmed.get(model)
+            if not pending:
+                return
+            for kind, name in sorted(pending):
+                if kind in read and name not in read[kind]:
+                    self._remove(kind, model[0], name)
+                    pending.discard((kind, name))
+            if not pending:
+                self._unconfirmed.pop(model, None)
 
     def _unindex(self, kind: str, key: tuple[str, str]) -> None:
         old = self._objects[kind].get(key)
@@ -178,6 +236,11 @@ class Cache:
         with self._lock:
             self._distrusted.add(model)
 
+    def unconfirmed_kinds(self, model: ModelKey) -> set[str]:
+        """The kinds of the model's primed objects no watch event has shown yet."""
+        with self._lock:
+            return {kind for kind, _ in self._unconfirmed.get(model, ())}
+
     def forget(self, kind: str, namespace: str, name: str) -> None:
         """A write found the object gone (404): it was deleted while the watch was away."""
         self.remove(kind, namespace, name)
@@ -193,6 +256,8 @@ class Cache:
                 return None
             if model in self._distrusted:
                 self._distrusted.discard(model)
+                return None
+            if model in self._unconfirmed:
                 return None
             if expected := self._expected.get(model):
                 now = self._clock()

@@ -61,6 +61,15 @@ class Runtime:
 @kopf.on.startup()
 async def start_workers(memo: Runtime, settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings)
+    # Startup activities finish before Kopf's watchers start: the LISTs here come
+    # before Kopf's own, which `cache` relies on. Without them the cache stays
+    # unused and every reconcile reads the API, as it did before the cache.
+    try:
+        listed = await asyncio.to_thread(kube.list_for_cache, memo.context.client, namespace=memo.namespace)
+        memo.context.cache.prime(listed)
+        log.info("cache primed with %d objects", len(memo.context.cache))
+    except Exception:
+        log.exception("could not list the objects to cache; reading the API on every reconcile")
     memo.tasks = [asyncio.create_task(_worker(memo, i)) for i in range(memo.workers)]
     memo.tasks.append(asyncio.create_task(_resync(memo)))
 
@@ -94,42 +103,33 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 # The event handlers are coroutines although they only add a key: Kopf runs a
 # plain `def` handler in an executor thread, and the queue belongs to the loop.
-# The cache is fed by Kopf indexers, not by the event handlers: Kopf runs no
-# handler before every indexed kind is listed and each listed object indexed,
-# so the first handler call finds the cache warm (see `cache`). The indexers
-# store nothing in Kopf's own indices (they return None). Deletions reach
-# indexers only as a discard of Kopf's own index, so the handlers remove them.
-def _cached(kind: str) -> Any:
-    def index(memo: Runtime, body: kopf.Body, **_: Any) -> None:
-        raw = dict(body)
-        if kind in (cache.DEPLOYMENT, cache.SERVICE, cache.JOB, cache.HPA):
-            # The largest part of these objects, and never read (tampering reads only our CRs').
-            raw["metadata"] = {k: v for k, v in raw["metadata"].items() if k != "managedFields"}
-        memo.context.cache.put(kind, raw)
-
-    index.__name__ = index.__qualname__ = f"cache_{kind.lower()}"
-    return index
-
-
-kopf.index(GROUP, VERSION, rm.PLURAL)(_cached(cache.MODEL))
-kopf.index(GROUP, VERSION, mv.PLURAL)(_cached(cache.VERSION))
-kopf.index("apps", "v1", "deployments")(_cached(cache.DEPLOYMENT))
-kopf.index("", "v1", "services")(_cached(cache.SERVICE))
-kopf.index("batch", "v1", "jobs")(_cached(cache.JOB))
-kopf.index("autoscaling", "v2", "horizontalpodautoscalers")(_cached(cache.HPA))
-
-
-def _seen(memo: Runtime, kind: str, event_type: str, namespace: str | None, name: str) -> None:
-    memo.context.cache.ready = True  # a handler runs: every indexed kind is listed
-    if event_type == "DELETED" and namespace:
-        memo.context.cache.remove(kind, namespace, name)
+def _seen(memo: Runtime, kind: str, event_type: str | None, body: kopf.Body) -> None:
+    """Every watch event updates the cache before its model is queued (see `cache`)."""
+    meta = body.get("metadata") or {}
+    if not meta.get("namespace"):
+        return
+    if event_type == "DELETED":
+        memo.context.cache.remove(kind, meta["namespace"], meta["name"])
+        return
+    raw = dict(body)  # Kopf's view over the event's own dict: the values are plain
+    if kind in (cache.DEPLOYMENT, cache.SERVICE, cache.JOB, cache.HPA):
+        # The largest part of these objects, and never read (tampering reads only our CRs').
+        raw["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    memo.context.cache.put(kind, raw)
 
 
 @kopf.on.event(GROUP, VERSION, rm.PLURAL)
 async def on_model_event(
-    memo: Runtime, type: str, name: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
+    memo: Runtime,
+    type: str,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
 ) -> None:
-    _seen(memo, cache.MODEL, type, namespace, name)
+    _seen(memo, cache.MODEL, type, body)
     if namespace and not _echo_of_our_status_write(type, meta, status):
         memo.queue.add((namespace, name))
 
@@ -138,14 +138,14 @@ async def on_model_event(
 async def on_version_event(
     memo: Runtime,
     type: str,
-    name: str,
+    body: kopf.Body,
     spec: kopf.Spec,
     namespace: str | None,
     meta: kopf.Meta,
     status: kopf.Status,
     **_: Any,
 ) -> None:
-    _seen(memo, cache.VERSION, type, namespace, name)
+    _seen(memo, cache.VERSION, type, body)
     if namespace and (model := spec.get("model")) and not _echo_of_our_status_write(type, meta, status):
         memo.queue.add((namespace, model))
 
@@ -159,7 +159,7 @@ def _echo_of_our_status_write(event_type: str, meta: kopf.Meta, status: kopf.Sta
     return event_type == "MODIFIED" and meta.get("generation") == status.get("observedGeneration")
 
 
-OWNED_SELECTOR = "app.kubernetes.io/managed-by=modelreg,modelreg.dev/model"
+OWNED_SELECTOR = kube.OWNED_SELECTOR
 _OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.dev/model": kopf.PRESENT}
 
 
@@ -167,21 +167,21 @@ _OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.
 @kopf.on.event("", "v1", "services", labels=_OWNED)
 @kopf.on.event("batch", "v1", "jobs", labels=_OWNED)
 async def on_owned_event(
-    memo: Runtime, type: str, body: kopf.Body, name: str, labels: kopf.Labels, namespace: str | None, **_: Any
+    memo: Runtime, type: str, body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any
 ) -> None:
     """A change to a Deployment, Service or validation Job we own: its rollout moved, a
     Job finished, or someone edited it."""
-    _seen(memo, str(body.get("kind")), type, namespace, name)
+    _seen(memo, str(body.get("kind")), type, body)
     if namespace:
         memo.queue.add((namespace, labels["modelreg.dev/model"]))
 
 
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
-async def on_autoscaler_event(memo: Runtime, type: str, name: str, spec: kopf.Spec, namespace: str | None,
+async def on_autoscaler_event(memo: Runtime, type: str, body: kopf.Body, spec: kopf.Spec, namespace: str | None,
                               **_: Any) -> None:  # fmt: skip
     """An autoscaler's minimum is the capacity a switch waits for: the model whose
     Deployment it scales plans again."""
-    _seen(memo, cache.HPA, type, namespace, name)
+    _seen(memo, cache.HPA, type, body)
     target = (spec.get("scaleTargetRef") or {}).get("name")
     if namespace and target and (model := memo.context.cache.model_of_deployment(namespace, target)):
         memo.queue.add((namespace, model))

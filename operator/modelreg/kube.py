@@ -137,6 +137,47 @@ def list_model_names(client: ApiClient, *, namespace: str | None) -> list[tuple[
     return sorted(keys)
 
 
+OWNED_SELECTOR = "app.kubernetes.io/managed-by=modelreg,modelreg.dev/model"
+"""Our Deployments, Services and Jobs: the only ones listed and watched."""
+
+# kind → (apiVersion, the list call of one namespace, of all, whether only ours)
+_LISTS: dict[str, tuple[str, str, str, bool]] = {
+    "Deployment": ("apps/v1", "list_namespaced_deployment", "list_deployment_for_all_namespaces", True),
+    "Service": ("v1", "list_namespaced_service", "list_service_for_all_namespaces", True),
+    "Job": ("batch/v1", "list_namespaced_job", "list_job_for_all_namespaces", True),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "list_namespaced_horizontal_pod_autoscaler",
+                                "list_horizontal_pod_autoscaler_for_all_namespaces", False),
+}  # fmt: skip
+
+
+def list_for_cache(client: ApiClient, *, namespace: str | None) -> dict[str, list[Obj]]:
+    """One LIST per kind the cache holds (`cache.Cache.prime`), as the watch shows
+    objects: plain dicts with kind and apiVersion, without managedFields for the
+    kinds the operator owns (never read; most of their size)."""
+    out: dict[str, list[Obj]] = {}
+    custom = CustomObjectsApi(client)
+    for kind, plural in ((rm.KIND, rm.PLURAL), (mv.KIND, mv.PLURAL)):
+        if namespace:
+            listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
+        else:
+            listed = custom.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
+        out[kind] = list(listed.get("items", []))
+    apis = {"apps/v1": AppsV1Api(client), "v1": CoreV1Api(client), "batch/v1": BatchV1Api(client),
+            "autoscaling/v2": AutoscalingV2Api(client)}  # fmt: skip
+    for kind, (api_version, in_namespace, in_all, ours) in _LISTS.items():
+        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": _TIMEOUT}
+        if ours:
+            kwargs["label_selector"] = OWNED_SELECTOR
+        api = apis[api_version]
+        response = getattr(api, in_namespace)(namespace, **kwargs) if namespace else getattr(api, in_all)(**kwargs)
+        items = json.loads(response.data).get("items", [])
+        for item in items:
+            item["kind"], item["apiVersion"] = kind, api_version
+            item["metadata"].pop("managedFields", None)
+        out[kind] = items
+    return out
+
+
 # Reads for `kubectl modelreg` (the `plugin` module): whole objects as plain dicts.
 
 

@@ -86,7 +86,20 @@ def read(ctx: Context, *, namespace: str, model: str) -> Reads:
                      jobs=snap.jobs, cached=True)  # fmt: skip
     state = kube.read_model_state(ctx.client, namespace=namespace, model=model)
     owned = kube.read_owned(ctx.client, namespace=namespace, model=model, autoscaled=ctx.cache.autoscaled_in(namespace))
-    return Reads(state=state, owned=owned, jobs=None, cached=False)
+    jobs = None
+    if unconfirmed := ctx.cache.unconfirmed_kinds((namespace, model)):
+        # What the API returned settles which primed objects still exist (see `cache`).
+        read = {
+            cache.MODEL: {model} if state.model is not None else set(),
+            cache.VERSION: {v["metadata"]["name"] for v in state.versions},
+            cache.DEPLOYMENT: set(owned.deployments),
+            cache.SERVICE: set(owned.services),
+        }
+        if cache.JOB in unconfirmed:
+            jobs = kube.read_jobs(ctx.client, namespace=namespace, model=model)
+            read[cache.JOB] = {j["metadata"]["name"] for j in jobs}
+        ctx.cache.settle((namespace, model), read)
+    return Reads(state=state, owned=owned, jobs=jobs, cached=False)
 
 
 def _wrote(ctx: Context, namespace: str, model: str, kind: str, name: str, resource_version: str | None) -> None:

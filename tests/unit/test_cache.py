@@ -164,3 +164,32 @@ def test_puts_and_snapshots_from_several_threads_stay_consistent() -> None:
     assert errors == []
     held = sum(len(s.versions) for m in ("m0", "m1", "m2") if (s := c.snapshot((NS, m))) is not None)
     assert held == len([k for k in c._objects[cache.VERSION]])
+
+
+def test_primed_objects_hold_their_model_back_until_a_watch_event_or_an_api_read_settles_them() -> None:
+    c = cache.Cache()
+    c.prime({cache.VERSION: [version("v1"), version("v2")], cache.DEPLOYMENT: [deployment("m-1")]})
+    assert c.ready
+    assert c.snapshot((NS, "m")) is None  # v2 may have been deleted before Kopf's watch began
+    c.put(cache.VERSION, version("v1", rv="2"))
+    c.put(cache.DEPLOYMENT, deployment("m-1", rv="2"))
+    assert c.snapshot((NS, "m")) is None
+    assert c.unconfirmed_kinds((NS, "m")) == {cache.VERSION}
+    c.settle((NS, "m"), {cache.VERSION: {"v1"}})  # the API no longer has v2
+    snap = c.snapshot((NS, "m"))
+    assert snap is not None
+    assert [v["metadata"]["name"] for v in snap.versions] == ["v1"]
+
+
+def test_an_event_older_than_the_primed_object_is_ignored() -> None:
+    c = cache.Cache()
+    newer = version("v1", rv="20", stage="Production")
+    newer["metadata"]["uid"] = "u1"
+    older = version("v1", rv="10", stage="Staging")
+    older["metadata"]["uid"] = "u1"
+    c.prime({cache.VERSION: [newer]})
+    c.put(cache.VERSION, older)
+    c.put(cache.VERSION, newer)  # the watch catches up: confirmed
+    snap = c.snapshot((NS, "m"))
+    assert snap is not None
+    assert snap.versions[0]["status"]["stage"] == "Production"
