@@ -101,8 +101,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
         settings.watching.label_selectors[group, plural] = OWNED_SELECTOR
 
 
-# The event handlers are coroutines although they only add a key: Kopf runs a
-# plain `def` handler in an executor thread, and the queue belongs to the loop.
 def _seen(memo: Runtime, kind: str, event_type: str | None, body: kopf.Body) -> None:
     """Every watch event updates the cache before its model is queued (see `cache`)."""
     meta = body.get("metadata") or {}
@@ -118,6 +116,8 @@ def _seen(memo: Runtime, kind: str, event_type: str | None, body: kopf.Body) -> 
     memo.context.cache.put(kind, raw)
 
 
+# The event handlers are coroutines although they only add a key: Kopf runs a
+# plain `def` handler in an executor thread, and the queue belongs to the loop.
 @kopf.on.event(GROUP, VERSION, rm.PLURAL)
 async def on_model_event(
     memo: Runtime,
