@@ -304,8 +304,9 @@ def _apply_serving(
     owned: kube.OwnedObjects,
     rollouts: dict[str, Rollout] | None,
 ) -> tuple[int, dict[str, str], list[lifecycle.Event]]:
-    """Apply the Services first (they switch only to a version already
-    Available), then Deployments, then deletions; repair and report drift."""
+    """Apply the Deployments that scale up, then the Services (they switch only to a
+    version already Available), then the other Deployments, then deletions
+    (`_serving_write_order`); repair and report drift."""
     served = model_in.spec.serving
     assert served is not None
     placements = {v.name: _placement(v, plan.versions[v.name]) for v in inputs}
@@ -327,7 +328,7 @@ def _apply_serving(
     by_deployment = {serving.deployment_name(model_in.name, v.spec.version): v for v in inputs}
     refused = ctx.refused.setdefault((namespace, model_in.name), {})
     storage_refusal = ctx.verifier.storage_refusal(ctx.client, namespace=namespace, model=model_in)
-    for obj in desired.services + desired.deployments:
+    for obj in _serving_write_order(desired.services, desired.deployments, owned.deployments):
         name = obj["metadata"]["name"]
         live = (owned.services if obj["kind"] == "Service" else owned.deployments).get(name)
         obj = _stamped(obj)
@@ -367,6 +368,23 @@ def _apply_serving(
         if d["metadata"]["name"] in by_deployment
     }
     return writes, deployed, events
+
+
+def _serving_write_order(services: list[Obj], deployments: list[Obj], live: dict[str, Obj]) -> list[Obj]:
+    """Deployments that gain replicas first (a promotion's scale-up is the first write
+    after the request, so the rollout starts a write earlier), then the Services,
+    then every other Deployment. Safe: adding Pods takes no endpoint away, and a
+    Service only ever switches to a version the plan saw Available; what shrinks
+    or goes still waits until the Services have moved off it."""
+
+    def grows(obj: Obj) -> bool:
+        want = (obj.get("spec") or {}).get("replicas")
+        current = live.get(obj["metadata"]["name"])
+        have = ((current or {}).get("spec") or {}).get("replicas", 0) if current is not None else 0
+        return isinstance(want, int) and want > (have or 0)
+
+    first = [d for d in deployments if grows(d)]
+    return first + services + [d for d in deployments if not grows(d)]
 
 
 def _storage_env(model_in: lifecycle.ModelInput) -> serving.StorageEnv:
