@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-packages demo test unit e2e lint crds down clean bench
+.PHONY: setup system-packages demo test unit e2e lint crds down clean bench bench-scale
 
 $(BIN)/modelreg: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,10 @@ crds: $(BIN)/modelreg
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# 1k, 5k and 10k versions (minutes each; the 10k case needs ~1 GB free).
+bench-scale: setup
+	$(BIN)/python bench/scale.py
 
 down:
 	$(BIN)/modelreg devcluster down

@@ -3,7 +3,10 @@
   model's Service selects the new version;
 - rollback: `kubectl apply` of Production on an archived version → the Service
   selects it again.
-Medians over ROUNDS of each.
+Medians over ROUNDS of each; and the operator's own two steps of a promotion,
+watch-observed, next to their floor (a plain API write → its watch event, same
+run): the request → the new Deployment scaled up, and the Deployment Available
+→ the Service switched.
 
 Run: make bench   (or .venv/bin/python bench/switch_latency.py)
 """
@@ -14,16 +17,19 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kubernetes.client import CoreV1Api, CustomObjectsApi
+from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 
 from bench.environment import Environment, environment
+from bench.observing import Floor, Obj, Observer, report
 from modelreg.devcluster import cluster
+from modelreg.serving import deployment_name
 
-ROUNDS = 6
+ROUNDS = 10
 SERVING = {
     "image": "registry.example.com/model-server:1.0",
     "replicas": 2,
@@ -84,20 +90,64 @@ class Bench:
 def main() -> None:
     with environment() as env:
         b = Bench(env, env.seed(serving=SERVING))
+        client = env.api()
+        apps = AppsV1Api(client)
+        deployments = Observer(client, apps.list_namespaced_deployment, env.namespace)
+        services = Observer(client, b.core.list_namespaced_service, env.namespace)
+        floor = Floor(client, env.namespace)
         b.apply(1, "Production")
         b.wait(lambda: b.serving() == "1", "first version served", time.perf_counter())
-        promotions, rollbacks = [], []
+        promotions, rollbacks, scale_ups, switches = [], [], [], []
+        want = int(SERVING["replicas"])  # type: ignore[call-overload]
         for n in range(2, 2 + ROUNDS):
             b.settle(n, "Staging")
-            promotions.append(b.switch(n))
+            floor.sample()
+            name = deployment_name("bench", str(n))
+            started = time.perf_counter()  # the request: one API patch, as `modelreg stage` sends
+            b.custom.patch_namespaced_custom_object("modelreg.dev", "v1alpha1", env.namespace, "modelversions",
+                                                    f"bench-{n}", {"spec": {"stage": "Production"}})  # fmt: skip
+            promotions.append(b.wait(lambda n=n: b.serving() == str(n), f"Service → {n}", started))
+            # The operator's two steps, watch-observed: the request → the new Deployment
+            # scaled up (its first write); the Deployment Available → the Service switched.
+            scaled = deployments.first(_scaled(name, want), after=started)
+            available = deployments.first(_available(name, want), after=scaled)
+            switched = services.first(_selects(str(n)), after=started)
+            scale_ups.append(scaled - started)
+            switches.append(switched - available)
             b.settle(n - 1, "Archived")  # acknowledge the superseded version, as the CLI does
+            floor.sample()
             rollbacks.append(b.switch(n - 1))
             b.settle(n, "Archived")
-        for name, samples in (("promotion (Staging → Production)", promotions), ("rollback (Archived → Production)",
+        report("request → new Deployment scaled up", scale_ups, floor.samples)
+        report("Deployment Available → Service switched", switches, floor.samples)
+        for what, samples in (("promotion (Staging → Production)", promotions), ("rollback (Archived → Production)",
                                                                                rollbacks)):  # fmt: skip
             ms = sorted(s * 1000 for s in samples)
-            print(f"{name}: apply → Service switched, {len(ms)} runs (ms): median {statistics.median(ms):.0f}"
-                  f"   min {ms[0]:.0f}   max {ms[-1]:.0f}")  # fmt: skip
+            print(f"{what}: apply → Service switched, {len(ms)} runs (ms): median {statistics.median(ms):.0f}"
+                  f"   min {ms[0]:.0f}   max {ms[-1]:.0f} (includes kwok starting the Pods)")  # fmt: skip
+
+
+def _scaled(name: str, want: int) -> Callable[[Obj], bool]:
+    return lambda o: bool(o["metadata"]["name"] == name and (o.get("spec") or {}).get("replicas") == want)
+
+
+def _available(name: str, want: int) -> Callable[[Obj], bool]:
+    def probe(o: Obj) -> bool:
+        st = o.get("status") or {}
+        return bool(o["metadata"]["name"] == name and st.get("observedGeneration") == o["metadata"].get("generation")
+                    and st.get("availableReplicas") == want and st.get("updatedReplicas") == want)  # fmt: skip
+
+    return probe
+
+
+def _selects(version: str) -> Callable[[Obj], bool]:
+    """The model's Service selects `version`."""
+
+    def probe(o: Obj) -> bool:
+        selector = (o.get("spec") or {}).get("selector") or {}
+        return bool(o["metadata"]["name"] == "bench" and selector.get("modelreg.dev/version") == version)
+
+    return probe
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from modelreg import kube, leading, logs, reconciling, tampering
+from modelreg import cache, kube, leading, logs, reconciling, tampering
 from modelreg.api import GROUP, VERSION
 from modelreg.api import modelversion as mv
 from modelreg.api import registeredmodel as rm
@@ -71,17 +71,27 @@ class Runtime:
 @kopf.on.startup()
 async def start_workers(memo: Runtime, settings: kopf.OperatorSettings, **_: Any) -> None:
     configure(settings)
+    # Startup activities finish before Kopf's watchers start: the LISTs here come
+    # before Kopf's own, which `cache` relies on. Without them the cache stays
+    # unused and every reconcile reads the API, as it did before the cache. A
+    # standby primes and feeds its cache too, so it takes over warm.
+    try:
+        listed = await asyncio.to_thread(kube.list_for_cache, memo.context.client, namespace=memo.namespace)
+        memo.context.cache.prime(listed)
+        log.info("cache primed with %d objects", len(memo.context.cache))
+    except Exception:
+        log.exception("could not list the objects to cache; reading the API on every reconcile")
     memo.tasks = [asyncio.create_task(_lead(memo))]
 
 
 async def _lead(memo: Runtime) -> None:
     """Reconcile once this replica leads (at once without an election, when Kopf's
     first listing queues every model). A new leader queued nothing while it stood
-    by: it lists the models once; events arriving meanwhile are queued already."""
+    by: it queues every model once; events arriving meanwhile are queued already."""
     if memo.election is not None:
         memo.election.start()
         await memo.election.acquired()
-        for delay in itertools.count(1):  # until the list succeeds
+        for delay in itertools.count(1):  # until the models are known
             if await _queue_all(memo):
                 break
             await asyncio.sleep(min(delay, 10))
@@ -114,22 +124,57 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # compared by GitOps tools), not to annotations.
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    # Only our own Deployments, Services and Jobs are sent by the API server: a cluster
+    # with many unrelated ones costs neither memory nor CPU here.
+    for group, plural in (("apps", "deployments"), ("", "services"), ("batch", "jobs")):
+        settings.watching.label_selectors[group, plural] = OWNED_SELECTOR
+
+
+def _seen(memo: Runtime, kind: str, event_type: str | None, body: kopf.Body) -> None:
+    """Every watch event updates the cache before its model is queued (see `cache`)."""
+    meta = body.get("metadata") or {}
+    if not meta.get("namespace"):
+        return
+    if event_type == "DELETED":
+        memo.context.cache.remove(kind, meta["namespace"], meta["name"])
+        return
+    raw = dict(body)  # Kopf's view over the event's own dict: the values are plain
+    if kind in (cache.DEPLOYMENT, cache.SERVICE, cache.JOB, cache.HPA):
+        # The largest part of these objects, and never read (tampering reads only our CRs').
+        raw["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    memo.context.cache.put(kind, raw)
 
 
 # The event handlers are coroutines although they only add a key: Kopf runs a
 # plain `def` handler in an executor thread, and the queue belongs to the loop.
 @kopf.on.event(GROUP, VERSION, rm.PLURAL)
 async def on_model_event(
-    memo: Runtime, type: str, name: str, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
+    memo: Runtime,
+    type: str,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
 ) -> None:
+    _seen(memo, cache.MODEL, type, body)
     if namespace and not _echo_of_our_status_write(type, meta, status):
         memo.enqueue((namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, mv.PLURAL)
 async def on_version_event(
-    memo: Runtime, type: str, spec: kopf.Spec, namespace: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any
+    memo: Runtime,
+    type: str,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    namespace: str | None,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
 ) -> None:
+    _seen(memo, cache.VERSION, type, body)
     if namespace and (model := spec.get("model")) and not _echo_of_our_status_write(type, meta, status):
         memo.enqueue((namespace, model))
 
@@ -143,17 +188,32 @@ def _echo_of_our_status_write(event_type: str, meta: kopf.Meta, status: kopf.Sta
     return event_type == "MODIFIED" and meta.get("generation") == status.get("observedGeneration")
 
 
+OWNED_SELECTOR = kube.OWNED_SELECTOR
 _OWNED: dict[str, Any] = {"app.kubernetes.io/managed-by": "modelreg", "modelreg.dev/model": kopf.PRESENT}
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED)
 @kopf.on.event("", "v1", "services", labels=_OWNED)
 @kopf.on.event("batch", "v1", "jobs", labels=_OWNED)
-async def on_owned_event(memo: Runtime, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+async def on_owned_event(
+    memo: Runtime, type: str, body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any
+) -> None:
     """A change to a Deployment, Service or validation Job we own: its rollout moved, a
     Job finished, or someone edited it."""
+    _seen(memo, str(body.get("kind")), type, body)
     if namespace:
         memo.enqueue((namespace, labels["modelreg.dev/model"]))
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
+async def on_autoscaler_event(memo: Runtime, type: str, body: kopf.Body, spec: kopf.Spec, namespace: str | None,
+                              **_: Any) -> None:  # fmt: skip
+    """An autoscaler's minimum is the capacity a switch waits for: the model whose
+    Deployment it scales plans again."""
+    _seen(memo, cache.HPA, type, body)
+    target = (spec.get("scaleTargetRef") or {}).get("name")
+    if namespace and target and (model := memo.context.cache.model_of_deployment(namespace, target)):
+        memo.enqueue((namespace, model))
 
 
 async def _worker(memo: Runtime, index: int) -> None:
@@ -179,6 +239,14 @@ async def _reconcile(memo: Runtime, key: ModelKey) -> None:
             log.info("%s/%s waits on storage or a rollout; checking again in %.0fs", *key, memo.retry_later(key))
         else:
             memo.failures.pop(key, None)
+    except kube.Stale as exc:
+        # Planned from an outdated read (another writer was faster than the watch):
+        # plan again at once (the key runs again after `done`), from the API. Not a
+        # failure: no backoff.
+        log.info("%s/%s changed while it was reconciled (%s); again from fresh reads", *key, exc)
+        memo.context.cache.distrust(key)
+        memo.queue.add(key)
+        result = "requeue"
     except Exception:
         log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, memo.retry_later(key))
     finally:
@@ -188,19 +256,26 @@ async def _reconcile(memo: Runtime, key: ModelKey) -> None:
 
 
 async def _resync(memo: Runtime) -> None:
-    """Re-check every model periodically, so drift is found even without events."""
+    """Re-check every model periodically, so drift is found even without events.
+    The models are the cache's (kept by the watches): a resync costs no API call,
+    and a model whose objects are all cached plans again without one either."""
     while True:
         await asyncio.sleep(memo.resync_seconds)
         await _queue_all(memo)
 
 
 async def _queue_all(memo: Runtime) -> bool:
-    """Queue every model (one list); False if the list failed."""
-    try:
-        keys = await asyncio.to_thread(kube.list_model_names, memo.context.client, namespace=memo.namespace)
-    except Exception:
-        log.exception("could not list the models to re-check them")
-        return False
+    """Queue every model: the cache's (kept by the watches, no API call), or one LIST
+    while the cache is not ready. False if that list failed."""
+    if memo.context.cache.ready:
+        keys = memo.context.cache.keys()
+    else:
+        try:
+            keys = await asyncio.to_thread(kube.list_model_names, memo.context.client, namespace=memo.namespace)
+        except Exception:
+            log.exception("could not list the models to re-check them")
+            return False
     for key in keys:
-        memo.queue.add(key)
+        if memo.namespace is None or key[0] == memo.namespace:
+            memo.queue.add(key)
     return True

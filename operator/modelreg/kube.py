@@ -137,6 +137,47 @@ def list_model_names(client: ApiClient, *, namespace: str | None) -> list[tuple[
     return sorted(keys)
 
 
+OWNED_SELECTOR = "app.kubernetes.io/managed-by=modelreg,modelreg.dev/model"
+"""Our Deployments, Services and Jobs: the only ones listed and watched."""
+
+# kind → (apiVersion, the list call of one namespace, of all, whether only ours)
+_LISTS: dict[str, tuple[str, str, str, bool]] = {
+    "Deployment": ("apps/v1", "list_namespaced_deployment", "list_deployment_for_all_namespaces", True),
+    "Service": ("v1", "list_namespaced_service", "list_service_for_all_namespaces", True),
+    "Job": ("batch/v1", "list_namespaced_job", "list_job_for_all_namespaces", True),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "list_namespaced_horizontal_pod_autoscaler",
+                                "list_horizontal_pod_autoscaler_for_all_namespaces", False),
+}  # fmt: skip
+
+
+def list_for_cache(client: ApiClient, *, namespace: str | None) -> dict[str, list[Obj]]:
+    """One LIST per kind the cache holds (`cache.Cache.prime`), as the watch shows
+    objects: plain dicts with kind and apiVersion, without managedFields for the
+    kinds the operator owns (never read; most of their size)."""
+    out: dict[str, list[Obj]] = {}
+    custom = CustomObjectsApi(client)
+    for kind, plural in ((rm.KIND, rm.PLURAL), (mv.KIND, mv.PLURAL)):
+        if namespace:
+            listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
+        else:
+            listed = custom.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
+        out[kind] = list(listed.get("items", []))
+    apis = {"apps/v1": AppsV1Api(client), "v1": CoreV1Api(client), "batch/v1": BatchV1Api(client),
+            "autoscaling/v2": AutoscalingV2Api(client)}  # fmt: skip
+    for kind, (api_version, in_namespace, in_all, ours) in _LISTS.items():
+        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": _TIMEOUT}
+        if ours:
+            kwargs["label_selector"] = OWNED_SELECTOR
+        api = apis[api_version]
+        response = getattr(api, in_namespace)(namespace, **kwargs) if namespace else getattr(api, in_all)(**kwargs)
+        items = json.loads(response.data).get("items", [])
+        for item in items:
+            item["kind"], item["apiVersion"] = kind, api_version
+            item["metadata"].pop("managedFields", None)
+        out[kind] = items
+    return out
+
+
 # Reads for `kubectl modelreg` (the `plugin` module): whole objects as plain dicts.
 
 
@@ -182,13 +223,26 @@ def list_events_about(client: ApiClient, *, namespace: str, kind: str, names: se
     return [e for e in events if e.get("involvedObject", {}).get("name") in names]
 
 
-def apply_status(client: ApiClient, obj: Obj, status: Obj) -> None:
-    """Server-side apply of `status` on the status subresource of `obj`."""
+class Stale(Exception):
+    """The API server refused a write made from an outdated read of the object
+    (its resourceVersion moved on): read again and plan again."""
+
+
+def apply_status(client: ApiClient, obj: Obj, status: Obj, *, resource_version: str | None = None) -> str | None:
+    """Server-side apply of `status` on the status subresource of `obj`; the
+    resourceVersion it now has (None: the object is gone).
+
+    With `resource_version` (the one the status was planned from) the write is
+    conditional: when the object changed since, the API server refuses it with
+    409 and `Stale` is raised, so a plan made from an outdated (cached) read can
+    never record a transition twice or undo a newer one."""
     plural = rm.PLURAL if obj["kind"] == rm.KIND else mv.PLURAL
-    body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": obj["metadata"]["name"]},
-            "status": status}  # fmt: skip
+    meta: Obj = {"name": obj["metadata"]["name"]}
+    if resource_version:
+        meta["resourceVersion"] = resource_version
+    body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": meta, "status": status}
     try:
-        CustomObjectsApi(client).patch_namespaced_custom_object_status(
+        written: Obj = CustomObjectsApi(client).patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             obj["metadata"]["namespace"],
@@ -201,23 +255,36 @@ def apply_status(client: ApiClient, obj: Obj, status: Obj) -> None:
             _request_timeout=_TIMEOUT,
         )
     except ApiException as exc:
-        if exc.status != 404:  # deleted meanwhile: its status no longer matters
-            raise
+        if exc.status == 404:  # deleted meanwhile: its status no longer matters
+            return None
+        if exc.status == 409 and resource_version:
+            raise Stale(_reason(exc)) from exc
+        raise
+    return _resource_version(written)
 
 
-def clear_status_fields(client: ApiClient, obj: Obj, fields: tuple[str, ...]) -> None:
+def _resource_version(obj: Any) -> str | None:
+    if isinstance(obj, dict):
+        return (obj.get("metadata") or {}).get("resourceVersion")
+    meta = getattr(obj, "metadata", None)
+    return getattr(meta, "resource_version", None)
+
+
+def clear_status_fields(client: ApiClient, obj: Obj, fields: tuple[str, ...]) -> str | None:
     """Remove status fields whoever owns them (a merge patch with nulls): a
     server-side apply only removes fields its own manager owned."""
     plural = rm.PLURAL if obj["kind"] == rm.KIND else mv.PLURAL
     body = {"status": dict.fromkeys(fields)}
     try:
-        CustomObjectsApi(client).patch_namespaced_custom_object_status(
+        written = CustomObjectsApi(client).patch_namespaced_custom_object_status(
             GROUP, VERSION, obj["metadata"]["namespace"], plural, obj["metadata"]["name"], body,
             field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json", _request_timeout=_TIMEOUT,
         )  # fmt: skip
     except ApiException as exc:
         if exc.status != 404:
             raise
+        return None
+    return _resource_version(written)
 
 
 @dataclass(frozen=True)
@@ -229,16 +296,21 @@ class OwnedObjects:
     autoscaled: dict[str, int]  # Deployments an HPA scales → its minReplicas
 
 
-def read_owned(client: ApiClient, *, namespace: str, model: str) -> OwnedObjects:
+def read_owned(
+    client: ApiClient, *, namespace: str, model: str, autoscaled: dict[str, int] | None = None
+) -> OwnedObjects:
+    """A model's Deployments and Services; the namespace's autoscalers too unless
+    `autoscaled` is given (the watch-fed cache holds them)."""
     selector = f"modelreg.dev/model={model},app.kubernetes.io/managed-by=modelreg"
     deps = AppsV1Api(client).list_namespaced_deployment(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
     svcs = CoreV1Api(client).list_namespaced_service(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
-    hpas = AutoscalingV2Api(client).list_namespaced_horizontal_pod_autoscaler(namespace, _request_timeout=_TIMEOUT)
-    autoscaled = {
-        h.spec.scale_target_ref.name: h.spec.min_replicas or 1
-        for h in hpas.items
-        if h.spec.scale_target_ref.kind == "Deployment" and h.spec.scale_target_ref.api_version in ("apps/v1", None)
-    }
+    if autoscaled is None:
+        hpas = AutoscalingV2Api(client).list_namespaced_horizontal_pod_autoscaler(namespace, _request_timeout=_TIMEOUT)
+        autoscaled = {
+            h.spec.scale_target_ref.name: h.spec.min_replicas or 1
+            for h in hpas.items
+            if h.spec.scale_target_ref.kind == "Deployment" and h.spec.scale_target_ref.api_version in ("apps/v1", None)
+        }
     return OwnedObjects(
         deployments={d.metadata.name: client.sanitize_for_serialization(d) for d in deps.items},
         services={s.metadata.name: client.sanitize_for_serialization(s) for s in svcs.items},
@@ -277,22 +349,23 @@ def read_pods(client: ApiClient, *, namespace: str, selector: dict[str, str]) ->
     )
 
 
-def apply_object(client: ApiClient, namespace: str, obj: Obj) -> None:
-    """Server-side apply of an owned Deployment or Service. Forcing takes back
-    the fields we render (and only those) from whoever changed them."""
+def apply_object(client: ApiClient, namespace: str, obj: Obj) -> str | None:
+    """Server-side apply of an owned Deployment or Service; its new resourceVersion.
+    Forcing takes back the fields we render (and only those) from whoever changed them."""
     name = obj["metadata"]["name"]
     kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": _APPLY, "_request_timeout": _TIMEOUT}
     try:
         if obj["kind"] == "Deployment":
-            AppsV1Api(client).patch_namespaced_deployment(name, namespace, obj, **kwargs)
+            written = AppsV1Api(client).patch_namespaced_deployment(name, namespace, obj, **kwargs)
         elif obj["kind"] == "Service":
-            CoreV1Api(client).patch_namespaced_service(name, namespace, obj, **kwargs)
+            written = CoreV1Api(client).patch_namespaced_service(name, namespace, obj, **kwargs)
         else:
             raise ValueError(f"the operator does not own {obj['kind']} objects")
     except ApiException as exc:
         if (refused := _refusal(exc)) is not None:
             raise refused from exc
         raise
+    return _resource_version(written)
 
 
 class Refused(Exception):
@@ -304,21 +377,24 @@ def _refusal(exc: ApiException) -> Refused | None:
     return Refused(_reason(exc)) if exc.status in (400, 403, 422) else None
 
 
-def create_object(client: ApiClient, namespace: str, obj: Obj) -> Obj | None:
-    """Create an owned Deployment, Service or Job. None when created; when the name is
-    taken, the object that holds it, so the caller can tell its own (adopt it)
-    from somebody else's (report the conflict, never take it over)."""
+def create_object(client: ApiClient, namespace: str, obj: Obj, *, created: list[str] | None = None) -> Obj | None:
+    """Create an owned Deployment, Service or Job. None when created (its
+    resourceVersion appended to `created`); when the name is taken, the object
+    that holds it, so the caller can tell its own (adopt it) from somebody
+    else's (report the conflict, never take it over)."""
     name, kind = obj["metadata"]["name"], obj["kind"]
     kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_request_timeout": _TIMEOUT}
     try:
         if kind == "Deployment":
-            AppsV1Api(client).create_namespaced_deployment(namespace, obj, **kwargs)
+            made = AppsV1Api(client).create_namespaced_deployment(namespace, obj, **kwargs)
         elif kind == "Service":
-            CoreV1Api(client).create_namespaced_service(namespace, obj, **kwargs)
+            made = CoreV1Api(client).create_namespaced_service(namespace, obj, **kwargs)
         elif kind == "Job":
-            BatchV1Api(client).create_namespaced_job(namespace, obj, **kwargs)
+            made = BatchV1Api(client).create_namespaced_job(namespace, obj, **kwargs)
         else:
             raise ValueError(f"the operator does not own {kind} objects")
+        if created is not None and (version := _resource_version(made)) is not None:
+            created.append(version)
         return None
     except ApiException as exc:
         if (refused := _refusal(exc)) is not None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from kubernetes.client import ApiClient
 from pydantic import ValidationError
 
-from modelreg import kube, lifecycle, serving, tampering, troubles, validating, verifying
+from modelreg import cache, kube, lifecycle, serving, tampering, troubles, validating, verifying
 from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionSpec, ModelVersionStatus, ValidationResult
 from modelreg.api.registeredmodel import RegisteredModelSpec, RegisteredModelStatus, Serving
@@ -51,6 +51,9 @@ class Context:
     # a failed rollout for a Deployment, a Stalled model. Lost on restart, and
     # found again by the first write attempt.
     refused: dict[tuple[str, str], dict[str, Refusal]] = field(default_factory=dict)
+    # The watched objects (fed by `handlers`); a reconcile reads them instead of
+    # the API once warm, and records its writes in it (see `cache` for why that is safe).
+    cache: cache.Cache = field(default_factory=cache.Cache)
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,50 @@ class Outcome:
     now: datetime.datetime | None = None
 
 
-def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
+@dataclass(frozen=True)
+class Reads:
+    """What a reconcile starts from: the cache's snapshot, or the API's answers."""
+
+    state: kube.ModelState
+    owned: kube.OwnedObjects
+    jobs: list[Obj] | None  # None: read from the API if needed
+    cached: bool
+
+
+def read(ctx: Context, *, namespace: str, model: str) -> Reads:
+    """From the cache when it can be trusted for this model (`cache.Cache.snapshot`), else from the API."""
+    snap = ctx.cache.snapshot((namespace, model))
+    if snap is not None:
+        return Reads(state=kube.ModelState(model=snap.model, versions=snap.versions),
+                     owned=kube.OwnedObjects(deployments=snap.deployments, services=snap.services,
+                                             autoscaled=snap.autoscaled),
+                     jobs=snap.jobs, cached=True)  # fmt: skip
     state = kube.read_model_state(ctx.client, namespace=namespace, model=model)
-    owned = kube.read_owned(ctx.client, namespace=namespace, model=model)
+    owned = kube.read_owned(ctx.client, namespace=namespace, model=model, autoscaled=ctx.cache.autoscaled_in(namespace))
+    jobs = None
+    if unconfirmed := ctx.cache.unconfirmed_kinds((namespace, model)):
+        # What the API returned settles which primed objects still exist (see `cache`).
+        read = {
+            cache.MODEL: {model} if state.model is not None else set(),
+            cache.VERSION: {v["metadata"]["name"] for v in state.versions},
+            cache.DEPLOYMENT: set(owned.deployments),
+            cache.SERVICE: set(owned.services),
+        }
+        if cache.JOB in unconfirmed:
+            jobs = kube.read_jobs(ctx.client, namespace=namespace, model=model)
+            read[cache.JOB] = {j["metadata"]["name"] for j in jobs}
+        ctx.cache.settle((namespace, model), read)
+    return Reads(state=state, owned=owned, jobs=jobs, cached=False)
+
+
+def _wrote(ctx: Context, namespace: str, model: str, kind: str, name: str, resource_version: str | None) -> None:
+    """Record a write (None: a deletion), so the cache is not read for this model before it shows it."""
+    ctx.cache.expect((namespace, model), kind, name, resource_version)
+
+
+def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
+    reads = read(ctx, namespace=namespace, model=model)
+    state, owned = reads.state, reads.owned
     now = ctx.clock()
     model_in = _model_input(state.model)
     parsed = [(obj, _version_input(obj)) for obj in state.versions]
@@ -75,7 +119,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     job_writes = 0
     if model_in is not None:
         inputs = _with_artifact_checks(ctx, namespace, model_in, inputs, now)
-        inputs, job_writes = _with_validations(ctx, namespace, model_in, inputs, owned, now)
+        inputs, job_writes = _with_validations(ctx, namespace, model_in, inputs, owned, now, reads.jobs)
     served = model_in.spec.serving if model_in is not None else None
     refusals = {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
     rollouts, unsettled = None, False
@@ -106,18 +150,22 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         events += drift_events
     for name in _status_write_order(plan, objects):
         desired = plan.versions[name].model_copy(update={"deployment_name": deployed.get(name)})
+        obj = objects[name]
         if name in forged:
             # An apply cannot remove fields another writer owns; clear them first.
-            kube.clear_status_fields(ctx.client, objects[name], tampering.REMEMBERED)
+            cleared = kube.clear_status_fields(ctx.client, obj, tampering.REMEMBERED)
+            _wrote(ctx, namespace, model, cache.VERSION, name, cleared)
             writes += 1
-        writes += _apply_version_status(ctx, objects[name], desired)
+            # The apply that follows is conditional on the version the clearing made.
+            obj = obj | {"metadata": obj["metadata"] | {"resourceVersion": cleared}}
+        writes += _apply_version_status(ctx, obj, desired, model=model)
     if offline:
         # The model, or its serving spec, is gone: so is what served it (taking a
         # model offline on purpose), after the statuses stopped saying Production.
         writes += _delete_serving(ctx, namespace, model=model, model_exists=state.model is not None,
                                   inputs=inputs, owned=owned)  # fmt: skip
     if state.model is not None and plan.model is not None:
-        writes += _apply_model_status(ctx, state.model, plan.model)
+        writes += _apply_model_status(ctx, state.model, plan.model, model=model)
     for event in events:
         target = state.model if event.kind == "RegisteredModel" else objects.get(event.name)
         if target is not None:
@@ -147,6 +195,7 @@ def _delete_serving(
         for name, live in objs.items():
             if _controller(live) in owners:
                 kube.delete_owned(ctx.client, namespace, kind=kind, name=name)
+                _wrote(ctx, namespace, model, kind, name, None)
                 writes += 1
     return writes
 
@@ -261,14 +310,15 @@ def _apply_serving(
     owned: kube.OwnedObjects,
     rollouts: dict[str, Rollout] | None,
 ) -> tuple[int, dict[str, str], list[lifecycle.Event]]:
-    """Apply the Services first (they switch only to a version already
-    Available), then Deployments, then deletions; repair and report drift."""
+    """Apply the Deployments that scale up, then the Services (they switch only to a
+    version already Available), then the other Deployments, then deletions
+    (`_serving_write_order`); repair and report drift."""
     desired = _desired_serving(model_obj, model_in, inputs, plan, owned, operator_image=ctx.operator_image)
     writes, events = 0, []
     by_deployment = {serving.deployment_name(model_in.name, v.spec.version): v for v in inputs}
     refused = ctx.refused.setdefault((namespace, model_in.name), {})
     storage_refusal = ctx.verifier.storage_refusal(ctx.client, namespace=namespace, model=model_in)
-    for obj in desired.services + desired.deployments:
+    for obj in _serving_write_order(desired.services, desired.deployments, owned.deployments):
         name = obj["metadata"]["name"]
         live = (owned.services if obj["kind"] == "Service" else owned.deployments).get(name)
         obj = _stamped(obj)
@@ -281,7 +331,7 @@ def _apply_serving(
             # (a confused deputy); what runs keeps running as it is.
             outcome, detail = "storage", f"Deployment {name} is not written: {storage_refusal}"
         else:
-            outcome, detail = _put(ctx, namespace, obj, live)
+            outcome, detail = _put(ctx, namespace, obj, live, model=model_in.name)
         if outcome in ("conflict", "refused", "storage"):
             if name not in refused or refused[name].message != detail:
                 reason = "NameConflict" if outcome == "conflict" else "ServingRefused"
@@ -300,6 +350,7 @@ def _apply_serving(
     for name in desired.delete + _renamed(model_in.name, inputs, owned, desired.deployments, rollouts or {}):
         if _controller(owned.deployments[name]) in {("ModelVersion", v.name) for v in inputs}:
             kube.delete_owned(ctx.client, namespace, kind="Deployment", name=name)
+            _wrote(ctx, namespace, model_in.name, cache.DEPLOYMENT, name, None)
             writes += 1
     deployed = {
         by_deployment[d["metadata"]["name"]].name: d["metadata"]["name"]
@@ -337,6 +388,23 @@ def _desired_serving(
     )
 
 
+def _serving_write_order(services: list[Obj], deployments: list[Obj], live: dict[str, Obj]) -> list[Obj]:
+    """Deployments that gain replicas first (a promotion's scale-up is the first write
+    after the request, so the rollout starts a write earlier), then the Services,
+    then every other Deployment. Safe: adding Pods takes no endpoint away, and a
+    Service only ever switches to a version the plan saw Available; what shrinks
+    or goes still waits until the Services have moved off it."""
+
+    def grows(obj: Obj) -> bool:
+        want = (obj.get("spec") or {}).get("replicas")
+        current = live.get(obj["metadata"]["name"])
+        have = ((current or {}).get("spec") or {}).get("replicas", 0) if current is not None else 0
+        return isinstance(want, int) and want > (have or 0)
+
+    first = [d for d in deployments if grows(d)]
+    return first + services + [d for d in deployments if not grows(d)]
+
+
 def _storage_env(model_in: lifecycle.ModelInput) -> serving.StorageEnv:
     """How Pods that fetch the artifact (serving, validation) reach the store."""
     storage = model_in.spec.storage
@@ -357,6 +425,7 @@ def _with_validations(
     inputs: list[lifecycle.VersionInput],
     owned: kube.OwnedObjects,
     now: datetime.datetime,
+    cached_jobs: list[Obj] | None = None,
 ) -> tuple[list[lifecycle.VersionInput], int]:
     """Each version with where its validation Job stands (`validating.decide`),
     after creating the Jobs it needs and deleting the ones no longer wanted.
@@ -365,7 +434,9 @@ def _with_validations(
     running = any(v.status.validation and v.status.validation.result is ValidationResult.RUNNING for v in inputs)
     if template is None and not running:
         return inputs, 0
-    jobs = kube.read_jobs(ctx.client, namespace=namespace, model=model_in.name)
+    jobs = (
+        cached_jobs if cached_jobs is not None else kube.read_jobs(ctx.client, namespace=namespace, model=model_in.name)
+    )
     # Pods say why a running Job is stuck, and what a finished one wrote (its termination
     # message): read them until every Job's outcome is in status.
     recorded = {v.status.validation.key for v in inputs
@@ -386,6 +457,7 @@ def _with_validations(
             writes += created
         for name in decision.delete:
             kube.delete_owned(ctx.client, namespace, kind="Job", name=name)
+            _wrote(ctx, namespace, model_in.name, cache.JOB, name, None)
             writes += 1
         out.append(dataclasses.replace(v, validation=check))
     return out, writes
@@ -400,10 +472,13 @@ def _create_job(
     name = job["metadata"]["name"]
     if (refusal := ctx.verifier.storage_refusal(ctx.client, namespace=namespace, model=model_in)) is not None:
         return ValidationCheck(False, "JobRefused", f"validation Job {name} is not created: {refusal}"), 0
+    created: list[str] = []
     try:
-        taken = kube.create_object(ctx.client, namespace, job)
+        taken = kube.create_object(ctx.client, namespace, job, created=created)
     except kube.Refused as exc:
         return ValidationCheck(False, "JobRefused", f"the API server refused validation Job {name}: {exc}"), 0
+    if created:
+        _wrote(ctx, namespace, model_in.name, cache.JOB, name, created[0])
     # A name taken is our own Job (the name hashes the version and the key): the next reconcile reads it.
     return check, 0 if taken is not None else 1
 
@@ -471,7 +546,7 @@ class Refusal:
     message: str
 
 
-def _put(ctx: Context, namespace: str, obj: Obj, live: Obj | None) -> tuple[str, str]:
+def _put(ctx: Context, namespace: str, obj: Obj, live: Obj | None, *, model: str) -> tuple[str, str]:
     """Create, repair or leave one owned object: (outcome, detail), the outcome one
     of created, applied, repaired, unchanged, conflict, refused."""
     name = obj["metadata"]["name"]
@@ -479,8 +554,10 @@ def _put(ctx: Context, namespace: str, obj: Obj, live: Obj | None) -> tuple[str,
         if live is None:
             # Create, never apply: an apply would take over an object of the same
             # name that another model (or a person) owns.
-            live = kube.create_object(ctx.client, namespace, obj)
+            created: list[str] = []
+            live = kube.create_object(ctx.client, namespace, obj, created=created)
             if live is None:
+                _wrote(ctx, namespace, model, obj["kind"], name, created[0] if created else None)
                 return "created", ""
         if _controller(live) != _controller(obj):
             holder = "/".join(_controller(live) or ("nobody",))
@@ -489,7 +566,7 @@ def _put(ctx: Context, namespace: str, obj: Obj, live: Obj | None) -> tuple[str,
         drift = find_drift(_comparable(obj), live)
         if not drift:
             return "unchanged", ""
-        kube.apply_object(ctx.client, namespace, obj)
+        _wrote(ctx, namespace, model, obj["kind"], name, kube.apply_object(ctx.client, namespace, obj))
     except kube.Refused as exc:
         return "refused", f"the API server refused {obj['kind']} {name} as rendered from spec.serving: {exc}"
     if _annotation(live) == _annotation(obj):  # what we wrote last time was changed by somebody else
@@ -592,18 +669,29 @@ def _with_artifact_checks(
     return [dataclasses.replace(v, artifact=checks.get(v.name)) for v in versions]
 
 
-def _apply_version_status(ctx: Context, obj: Obj, desired: ModelVersionStatus) -> int:
+def _apply_version_status(ctx: Context, obj: Obj, desired: ModelVersionStatus, *, model: str) -> int:
     if _status(ModelVersionStatus, obj) == desired and _observed(obj):
         return 0
-    kube.apply_status(ctx.client, obj, _dump(desired))
+    _apply_status(ctx, obj, _dump(desired), model=model)
     return 1
 
 
-def _apply_model_status(ctx: Context, obj: Obj, desired: RegisteredModelStatus) -> int:
+def _apply_model_status(ctx: Context, obj: Obj, desired: RegisteredModelStatus, *, model: str) -> int:
     if _status(RegisteredModelStatus, obj) == desired and _observed(obj):
         return 0
-    kube.apply_status(ctx.client, obj, _dump(desired))
+    _apply_status(ctx, obj, _dump(desired), model=model)
     return 1
+
+
+def _apply_status(ctx: Context, obj: Obj, status: Obj, *, model: str) -> None:
+    """Write a status planned from `obj` only if `obj` is still the current version
+    (`kube.Stale` otherwise), and record the write for the cache."""
+    meta = obj["metadata"]
+    written = kube.apply_status(ctx.client, obj, status, resource_version=meta.get("resourceVersion"))
+    if written is None:
+        ctx.cache.forget(obj["kind"], meta["namespace"], meta["name"])  # deleted
+    else:
+        _wrote(ctx, meta["namespace"], model, obj["kind"], meta["name"], written)
 
 
 def _observed(obj: Obj) -> bool:
@@ -686,10 +774,10 @@ def _serving_changes(
     model_obj: Obj, model_in: lifecycle.ModelInput, inputs: list[lifecycle.VersionInput], plan: lifecycle.Plan,
     owned: kube.OwnedObjects, rollouts: dict[str, Rollout], operator_image: str,
 ) -> list[Change]:  # fmt: skip
-    """`_apply_serving`'s writes, described: Services first, then Deployments, then deletions."""
+    """`_apply_serving`'s writes, described, in its order (`_serving_write_order`)."""
     desired = _desired_serving(model_obj, model_in, inputs, plan, owned, operator_image=operator_image)
     changes = []
-    for obj in desired.services + desired.deployments:
+    for obj in _serving_write_order(desired.services, desired.deployments, owned.deployments):
         kind, name = obj["kind"], obj["metadata"]["name"]
         live = (owned.services if kind == "Service" else owned.deployments).get(name)
         ref = f"{kind.lower()}/{name}"

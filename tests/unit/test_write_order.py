@@ -33,3 +33,18 @@ def test_the_version_leaving_production_is_written_first_and_the_new_one_last() 
     for name in order:  # what a watcher sees after each write
         seen[name] = plan.versions[name].stage
         assert sum(stage is P for stage in seen.values()) <= 1
+
+
+def _deployment(name: str, replicas: int | None) -> dict[str, Any]:
+    spec = {} if replicas is None else {"replicas": replicas}
+    return {"kind": "Deployment", "metadata": {"name": name}, "spec": spec}
+
+
+def test_a_scale_up_is_written_before_the_services_and_a_scale_down_after() -> None:
+    """A promotion's first write is the new version's scale-up (issue 11, item 3);
+    what shrinks is written only after the Services moved off it."""
+    services = [{"kind": "Service", "metadata": {"name": "m"}}, {"kind": "Service", "metadata": {"name": "m-staging"}}]
+    desired = [_deployment("m-1", 0), _deployment("m-2", 2), _deployment("m-3", 1), _deployment("m-4", None)]
+    live = {"m-1": _deployment("m-1", 2), "m-2": _deployment("m-2", 1), "m-4": _deployment("m-4", 3)}
+    order = [o["metadata"]["name"] for o in reconciling._serving_write_order(services, desired, live)]
+    assert order == ["m-2", "m-3", "m", "m-staging", "m-1", "m-4"]

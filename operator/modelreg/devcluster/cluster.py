@@ -432,8 +432,10 @@ def _wait_node_ready(bins: building.Binaries, state: ClusterState, timeout: floa
     raise ClusterError(f"node {NODE_NAME} did not become Ready within {timeout:.0f}s")
 
 
-# Metadata for every write, nothing for reads: enough to count the operator's
-# writes (tests prove a no-op reconcile makes none) without a huge log.
+# Metadata for every write, and for the GETs and LISTs of what the operator reads
+# per reconcile (not watches, not other readers' kinds): enough to count the
+# operator's writes (tests prove a no-op reconcile makes none) and its reads (an
+# idle operator makes none, bench/scale.py counts them) without a huge log.
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -441,5 +443,17 @@ omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: Metadata
+    verbs: ["get", "list"]
+    resources:
+      - group: modelreg.dev
+      - group: apps
+        resources: ["deployments", "replicasets"]
+      - group: ""
+        resources: ["services", "pods", "secrets"]
+      - group: batch
+        resources: ["jobs"]
+      - group: autoscaling
+        resources: ["horizontalpodautoscalers"]
   - level: None
 """

@@ -1,0 +1,208 @@
+"""How does the operator cope with many versions? Registers MODELS models x 10
+versions on the local control plane before the operator starts, then starts it and
+prints: the time from its start to every version converged (status observed and at
+its asked stage), its RSS (now and peak) and CPU seconds, and, once settled, the API
+requests it makes per idle minute (from the API server's audit log, which records
+GETs and LISTs of the kinds the operator reads, and every write) with its CPU
+seconds per idle minute; then time and RSS per version.
+
+Models are registry-only (no spec.serving): the figure is the operator's own cost
+per version (parse, verify the artifact by one HEAD against the store checksum,
+plan, write status), not the cluster's cost of running Pods.
+
+Run: make bench-scale                       (100, 500 and 1,000 models)
+     .venv/bin/python bench/scale.py 100    (one size; --idle-seconds to shorten)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kubernetes.client import CustomObjectsApi
+
+from modelreg import artifacts, kube
+from modelreg.api.crds import write_crds
+from modelreg.devcluster import building, cluster, processes
+
+VERSIONS = 10
+NAMESPACE = "scale"
+BUCKET = "modelreg-bench"
+OPERATOR_AGENTS = (kube.USER_AGENT, "kopf")
+
+
+def manifests(models: int, sha: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in range(models):
+        model = f"m{m:04d}"
+        out.append({"apiVersion": "modelreg.dev/v1alpha1", "kind": "RegisteredModel",
+                    "metadata": {"name": model}, "spec": {}})  # fmt: skip
+        for v in range(1, VERSIONS + 1):
+            stage = "Production" if v == 1 else "Staging" if v == 2 else "Development"
+            spec = {"model": model, "version": str(v), "stage": stage, "metrics": {"accuracy": 0.9},
+                    "artifact": {"uri": f"s3://{BUCKET}/model.bin", "sha256": sha}}  # fmt: skip
+            out.append({"apiVersion": "modelreg.dev/v1alpha1", "kind": "ModelVersion",
+                        "metadata": {"name": f"{model}-{v}"}, "spec": spec})  # fmt: skip
+    return out
+
+
+def kubectl(bins: building.Binaries, state: cluster.ClusterState, *args: str, input: str | None = None) -> str:
+    out = subprocess.run([str(bins.kubectl), f"--kubeconfig={state.kubeconfig}", *args], input=input,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr}")
+    return out.stdout
+
+
+def proc_stats(pid: int) -> tuple[float, float, float]:
+    """(RSS MiB, peak RSS MiB, CPU seconds) of a process, from /proc."""
+    rss = peak = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, peak, cpu
+
+
+def operator_requests(audit_log: str, *, after: int) -> dict[str, int]:
+    """Requests by the operator (its client and Kopf's) from byte `after` of the
+    audit log on, by verb (watches are not recorded)."""
+    counts: dict[str, int] = {}
+    with open(audit_log) as f:
+        f.seek(after)
+        for line in f:
+            entry = json.loads(line)
+            if entry.get("stage") == "ResponseComplete" and str(entry.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+                counts[entry["verb"]] = counts.get(entry["verb"], 0) + 1
+    return counts
+
+
+def converged(api: CustomObjectsApi, expected: int) -> int:
+    """How many versions have a status that describes their spec and shows their asked stage."""
+    listed = api.list_namespaced_custom_object("modelreg.dev", "v1alpha1", NAMESPACE, "modelversions")
+    done = 0
+    for item in listed.get("items", []):
+        status = item.get("status") or {}
+        if (status.get("observedGeneration") == item["metadata"].get("generation")
+                and status.get("stage") == item["spec"]["stage"]):  # fmt: skip
+            done += 1
+    return done
+
+
+def run(models: int, *, idle_seconds: float, timeout: float) -> dict[str, float]:
+    bins = building.ensure_binaries()
+    with tempfile.TemporaryDirectory(prefix="modelreg-scale-") as tmp:
+        state = cluster.up(Path(tmp) / "cluster", bins=bins, with_registry=False, tie_to_parent=True,
+                           log=lambda *_: None)  # fmt: skip
+        try:
+            return _measure(bins, state, Path(tmp), models, idle_seconds=idle_seconds, timeout=timeout)
+        finally:
+            cluster.down(Path(tmp) / "cluster")
+
+
+def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, models: int, *,
+             idle_seconds: float, timeout: float) -> dict[str, float]:  # fmt: skip
+    crds = tmp / "crds"
+    write_crds(crds)
+    kubectl(bins, state, "apply", "--server-side", "-f", str(crds))
+    kubectl(bins, state, "wait", "--for=condition=Established", "-f", str(crds))
+    kubectl(bins, state, "create", "namespace", NAMESPACE)
+    c = state.s3
+    s3: Any = artifacts.new_s3_client(endpoint=c.endpoint, region=c.region, access_key=c.access_key,
+                                      secret_key=c.secret_key)  # fmt: skip
+    data = b"benchmark model" * 1000
+    artifacts.ensure_bucket(s3, BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="model.bin", Body=data, ChecksumAlgorithm="SHA256")
+    items = manifests(models, hashlib.sha256(data).hexdigest())
+    for i in range(0, len(items), 1000):
+        batch = {"apiVersion": "v1", "kind": "List", "items": items[i : i + 1000]}
+        kubectl(bins, state, "create", "-n", NAMESPACE, "-f", "-", input=json.dumps(batch))
+    expected = models * VERSIONS
+    api = CustomObjectsApi(kube.new_client(state.kubeconfig, user_agent="bench"))
+
+    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE]
+    started = time.monotonic()
+    proc = processes.start("operator", argv, log=tmp / "operator.log", env=os.environ | state.env(),
+                           tie_to_parent=True)  # fmt: skip
+    try:
+        while (done := converged(api, expected)) < expected:
+            if not proc.alive():
+                raise RuntimeError(processes.tail(proc.log))
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{done} of {expected} versions converged in {timeout:.0f}s")
+            time.sleep(1.0)
+        converge = time.monotonic() - started
+        rss, peak, cpu = proc_stats(proc.pid)
+        # Settle: the last reconciles, artifact checks, Events; then an idle window.
+        time.sleep(10)
+        time.sleep(1.5)  # the audit log is written in batches of up to 1 s
+        offset = os.path.getsize(state.audit_log)
+        _, _, cpu_before = proc_stats(proc.pid)
+        time.sleep(idle_seconds)
+        _, _, cpu_after = proc_stats(proc.pid)
+        time.sleep(1.5)
+        idle = operator_requests(state.audit_log, after=offset)
+        idle_rss, idle_peak, _ = proc_stats(proc.pid)
+    finally:
+        processes.stop(proc)
+    log = Path(proc.log).read_text(errors="replace")
+    per_minute = 60.0 / idle_seconds
+    return {
+        "versions": expected,
+        "converge_s": converge,
+        "rss_mib": max(rss, idle_rss),
+        "peak_rss_mib": max(peak, idle_peak),
+        "cpu_s": cpu,
+        "idle_reads_per_min": (idle.get("get", 0) + idle.get("list", 0)) * per_minute,
+        "idle_writes_per_min": sum(n for v, n in idle.items() if v not in ("get", "list")) * per_minute,
+        "idle_cpu_s_per_min": (cpu_after - cpu_before) * per_minute,
+        "stale_requeues": log.count("changed while it was reconciled"),
+        "failed_reconciles": log.count("failed; retrying"),
+    }
+
+
+def report(r: dict[str, float]) -> None:
+    n = r["versions"]
+    print(f"{n:>6.0f} versions: converged in {r['converge_s']:.1f} s ({r['converge_s'] / n * 1000:.2f} ms/version)"
+          f"   RSS {r['rss_mib']:.0f} MiB (peak {r['peak_rss_mib']:.0f}; "
+          f"{r['peak_rss_mib'] / n * 1024:.1f} KiB/version)   CPU {r['cpu_s']:.1f} s")  # fmt: skip
+    print(f"        idle: {r['idle_reads_per_min']:.0f} API reads/min (GET+LIST; target 0 beyond watches)"
+          f"   {r['idle_writes_per_min']:.0f} writes/min   {r['idle_cpu_s_per_min']:.2f} CPU-s/min")  # fmt: skip
+    print(f"        reconciles planned from an outdated read (409, requeued): {r.get('stale_requeues', 0):.0f}"
+          f"   failed: {r.get('failed_reconciles', 0):.0f}")  # fmt: skip
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", type=int, nargs="*", default=[100, 500, 1000], help="models (x 10 versions)")
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="the idle window measured")
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up converging after this long")
+    args = parser.parse_args()
+    results = []
+    for models in args.models:
+        results.append(run(models, idle_seconds=args.idle_seconds, timeout=args.timeout))
+        report(results[-1])
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        grow = last["versions"] / first["versions"]
+        print(f"growth x{grow:.0f} versions: time x{last['converge_s'] / first['converge_s']:.1f}, "
+              f"peak RSS x{last['peak_rss_mib'] / first['peak_rss_mib']:.1f} (linear would be x{grow:.0f} "
+              "for time; RSS has a fixed part)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
