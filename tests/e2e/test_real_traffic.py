@@ -638,7 +638,9 @@ def test_a_rolling_update_of_the_operator_mid_switch_fails_no_request(traffic: T
     t.kube.kubectl("rollout", "status", "deployment/modelreg-operator", "-n", OPERATOR_NAMESPACE, "--timeout=180s")
     leader = t.operator.wait_ready()
     print(f"the operator's rolling update ended {time.monotonic() - started:.1f}s after it began")
-    assert not before & {p["metadata"]["name"] for p in t.operator.pods()}, "an old operator Pod is left"
     assert leader["metadata"]["name"] not in before
+    # `rollout status` is done once the old Pods are terminating; they finish their work first.
+    wait_for(lambda: not before & {p["metadata"]["name"] for p in t.operator.pods()}, timeout=60,
+             what="the old operator Pods to be gone")  # fmt: skip
     st = wait_stage(t.kube, NAMESPACE, V2.name, "Production")
     assert st["history"][-1]["reason"] == "RolledBack"
