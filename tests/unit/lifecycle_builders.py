@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -80,12 +81,7 @@ def replan(
     **kwargs: Any,
 ) -> lifecycle.Plan:
     """Plan again with the previous plan's statuses as the current ones."""
-    fed = [
-        lifecycle.VersionInput(
-            name=v.name, generation=v.generation, spec=v.spec, status=before.versions[v.name], artifact=v.artifact
-        )
-        for v in versions
-    ]
+    fed = [dataclasses.replace(v, status=before.versions[v.name]) for v in versions]
     fed_model = None
     if model_in is not None and before.model is not None:
         fed_model = lifecycle.ModelInput(

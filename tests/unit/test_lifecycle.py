@@ -358,6 +358,25 @@ class TestDuplicateVersions:
         assert plan.production == "m-1"
         assert condition(plan, "a-copy", "Stalled") == ("True", "DuplicateVersion")
         assert "ModelVersion m-1 already registers" in plan.versions["a-copy"].conditions[-1].message
+        # The copy now has a history of its own (registered, held): the next plans must
+        # still give the version to the object that serves. Seen in CI: the second plan
+        # broke the tie by name, archived m-1 and made the copy the Production request.
+        again = replan(plan, model(**SERVED), [copy, serving], rollouts={})
+        assert plan.versions["a-copy"].history
+        assert (again.production, stages(again)["m-1"]) == ("m-1", P)
+        assert condition(again, "a-copy", "Stalled") == ("True", "DuplicateVersion")
+        assert replan(again, model(**SERVED), [copy, serving], rollouts={}).production == "m-1"
+
+    def test_copies_created_in_the_same_second_keep_one_owner(self) -> None:
+        """Neither deployed yet: the name decides, and keeps deciding as both gain a history."""
+        one, two = (created(version("1", P), name=n, minutes=0) for n in ("b-one", "a-two"))
+        plan = lifecycle.plan(model(**SERVED), [one, two], now=NOW, rollouts={})
+        for _ in range(3):
+            assert lifecycle.duplicates([one, two]) == {"b-one"}
+            assert condition(plan, "b-one", "Stalled") == ("True", "DuplicateVersion")
+            plan = replan(plan, model(**SERVED), [one, two], rollouts={})
+            one, two = (dataclasses.replace(v, status=plan.versions[v.name]) for v in (one, two))
+        assert plan.rolling_out == "a-two"  # its Deployment has not rolled out yet (rollouts={})
 
 
 def test_a_refused_serving_spec_stalls_the_model_with_the_api_servers_words() -> None:

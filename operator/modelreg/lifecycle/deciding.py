@@ -101,10 +101,13 @@ def duplicates(versions: Sequence[VersionInput]) -> set[str]:
 
 def _claim(v: VersionInput) -> tuple[float, bool, str]:
     """Which object of one version came first. creationTimestamp has whole seconds, so
-    two objects can tie: then the one the operator has already given a stage (its
-    history is not empty) keeps the version, whatever the names; a copy applied in the
-    same second as the original must never take over, or demote, what serves."""
-    return timestamp(v.created), not v.status.history, v.name
+    two objects can tie: then the one that has been deployed (Staging or Production,
+    now or in its history) keeps the version, whatever the names; a copy applied in
+    the same second as the original must never take over, or demote, what serves.
+    Only the owner can ever be deployed, so this never changes hands; "has a history"
+    would (the held copy gains one, Registered in Development, on its first plan)."""
+    deployed = v.status.stage in _DEPLOYED or any(t.stage in _DEPLOYED for t in v.status.history)
+    return timestamp(v.created), not deployed, v.name
 
 
 def _duplicate(v: VersionInput, versions: Sequence[VersionInput], now: datetime) -> Work:
