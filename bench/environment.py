@@ -28,6 +28,7 @@ class Environment:
     state: cluster.ClusterState
     bins: building.Binaries
     namespace: str
+    operator_log: Path
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         out = subprocess.run(
@@ -60,20 +61,20 @@ class Environment:
 
 
 @contextlib.contextmanager
-def environment(namespace: str = "bench") -> Iterator[Environment]:
+def environment(namespace: str = "bench", operator_args: tuple[str, ...] = ()) -> Iterator[Environment]:
     bins = building.ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="modelreg-bench-") as tmp:
         state = cluster.up(Path(tmp) / "cluster", bins=bins, tie_to_parent=True)
         try:
-            env = Environment(state=state, bins=bins, namespace=namespace)
+            env = Environment(state=state, bins=bins, namespace=namespace, operator_log=Path(tmp) / "operator.log")
             crds = Path(tmp) / "crds"
             write_crds(crds)
             env.kubectl("apply", "--server-side", "-f", str(crds))
             env.kubectl("wait", "--for=condition=Established", "-f", str(crds))
             env.kubectl("create", "namespace", namespace)
             operator_env = os.environ | state.env()
-            argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace]
-            proc = processes.start("operator", argv, log=Path(tmp) / "operator.log", env=operator_env,
+            argv = [sys.executable, "-m", "modelreg", "run", "--namespace", namespace, *operator_args]
+            proc = processes.start("operator", argv, log=env.operator_log, env=operator_env,
                                    tie_to_parent=True)  # fmt: skip
             time.sleep(0.5)
             if not proc.alive():

@@ -8,10 +8,13 @@ event that shows it, measured the same way in the same run. Used by
 
 from __future__ import annotations
 
+import datetime
+import json
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kubernetes import watch
@@ -81,3 +84,41 @@ def report(name: str, samples: list[float], floor: list[float], *, target: float
     print(f"{name}: median {fig:.1f} ms (min {ms[0]:.1f}, max {ms[-1]:.1f}, n={len(ms)})   "
           f"floor (API write → watch event) {flo:.1f} ms   ratio {fig / flo:.1f}x"
           f"   target ≤ {target:.0f}x")  # fmt: skip
+
+
+def operator_steps(log: Path, patched: list[float]) -> dict[str, list[float]]:
+    """Where the time of each change went, from the operator's own log (run with
+    `--log-level debug --log-format json`): for the i-th patch (wall clock,
+    `patched[i]`), the time until the operator's watch delivered it, then the
+    steps of the first reconcile after it that wrote something (`timings` lines,
+    see `reconciling.Laps`). Milliseconds, per step, one entry per change."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    steps: dict[str, list[float]] = {}
+    at = 0
+    for when in patched:
+        event = next((i for i in range(at, len(lines)) if lines[i]["message"].startswith("event MODIFIED")
+                      and _wall(lines[i]["time"]) >= when - 0.001), None)  # fmt: skip
+        if event is None:
+            break
+        timing = next((i for i in range(event, len(lines)) if lines[i]["message"].startswith("timings")
+                       and not lines[i]["message"].endswith("; 0 writes")), None)  # fmt: skip
+        if timing is None:
+            break
+        at = timing + 1
+        steps.setdefault("watch delivers the patch", []).append((_wall(lines[event]["time"]) - when) * 1000)
+        head, rest = lines[timing]["message"].removeprefix("timings (ms): ").split("; ")[0].split(", ", 1)
+        for part in [head, *rest.split(", ")]:
+            name, ms = part.rsplit(" ", 1)
+            steps.setdefault(name, []).append(float(ms))
+    return steps
+
+
+def _wall(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+def report_steps(steps: dict[str, list[float]]) -> None:
+    """The median of each step, in order (a reconcile's steps as `reconciling.Laps` names them)."""
+    print("  where it goes (medians, ms; from the operator's debug log, clock resolution 1 ms for the first):")
+    for name, values in steps.items():
+        print(f"    {name:<28} {statistics.median(values):6.1f}   (n={len(values)})")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes.client import CustomObjectsApi
 
 from bench.environment import environment
-from bench.observing import Floor, Observer, report
+from bench.observing import Floor, Observer, operator_steps, report, report_steps
 
 CHANGES = 30
 GVR = ("modelreg.dev", "v1alpha1")
@@ -34,7 +34,7 @@ def manifest(stage: str, sha: str) -> str:
 
 
 def main() -> None:
-    with environment() as env:
+    with environment(operator_args=("--log-level", "debug", "--log-format", "json")) as env:
         sha = env.seed()
         client = env.api()
         api = CustomObjectsApi(client)
@@ -49,17 +49,19 @@ def main() -> None:
         started = time.perf_counter()
         env.kubectl("apply", "-n", env.namespace, "-f", "-", input=manifest("Development", sha))
         shows("Development")  # registration and first verification, not measured
-        samples = []
+        samples, patched = [], []
         for i in range(CHANGES):
             stage = "Staging" if i % 2 == 0 else "Development"
             floor.sample()
             time.sleep(0.05)  # let the floor's write settle; nothing else is in flight
             started = time.perf_counter()
+            patched.append(time.time())
             api.patch_namespaced_custom_object(*GVR, env.namespace, "modelversions", "bench-1",
                                                {"spec": {"stage": stage}})  # fmt: skip
             samples.append(shows(stage) - started)
             time.sleep(0.1)  # the echo of the status write and its reconcile, before the next change
         report("stage patch → status shows it (watch-observed)", samples, floor.samples)
+        report_steps(operator_steps(env.operator_log, patched))
 
 
 if __name__ == "__main__":

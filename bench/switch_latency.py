@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 
 from bench.environment import Environment, environment
-from bench.observing import Floor, Obj, Observer, report
+from bench.observing import Floor, Obj, Observer, operator_steps, report, report_steps
 from modelreg.devcluster import cluster
 from modelreg.serving import deployment_name
 
@@ -88,7 +88,7 @@ class Bench:
 
 
 def main() -> None:
-    with environment() as env:
+    with environment(operator_args=("--log-level", "debug", "--log-format", "json")) as env:
         b = Bench(env, env.seed(serving=SERVING))
         client = env.api()
         apps = AppsV1Api(client)
@@ -97,13 +97,14 @@ def main() -> None:
         floor = Floor(client, env.namespace)
         b.apply(1, "Production")
         b.wait(lambda: b.serving() == "1", "first version served", time.perf_counter())
-        promotions, rollbacks, scale_ups, switches = [], [], [], []
+        promotions, rollbacks, scale_ups, switches, patched = [], [], [], [], []
         want = int(SERVING["replicas"])  # type: ignore[call-overload]
         for n in range(2, 2 + ROUNDS):
             b.settle(n, "Staging")
             floor.sample()
             name = deployment_name("bench", str(n))
             started = time.perf_counter()  # the request: one API patch, as `modelreg stage` sends
+            patched.append(time.time())
             b.custom.patch_namespaced_custom_object("modelreg.dev", "v1alpha1", env.namespace, "modelversions",
                                                     f"bench-{n}", {"spec": {"stage": "Production"}})  # fmt: skip
             promotions.append(b.wait(lambda n=n: b.serving() == str(n), f"Service → {n}", started))
@@ -119,6 +120,7 @@ def main() -> None:
             rollbacks.append(b.switch(n - 1))
             b.settle(n, "Archived")
         report("request → new Deployment scaled up", scale_ups, floor.samples)
+        report_steps(operator_steps(env.operator_log, patched))  # "serving": the scale-up, then the rest
         report("Deployment Available → Service switched", switches, floor.samples)
         for what, samples in (("promotion (Staging → Production)", promotions), ("rollback (Archived → Production)",
                                                                                rollbacks)):  # fmt: skip

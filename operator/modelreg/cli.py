@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-bind-address", default=os.environ.get("MODELREG_METRICS_BIND_ADDRESS", "0"),
                      metavar="HOST:PORT", help="serve Prometheus metrics here, e.g. 0.0.0.0:8081 (the manifests' "
                                                "choice); 0 or empty: none (default)")  # fmt: skip
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=os.environ.get("MODELREG_LOG_LEVEL", "info"),
+        help="the operator's own lines (debug adds each watch event and each reconcile's step "
+        "timings; Kopf's and the libraries' stay at info)",
+    )
     run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("MODELREG_LOG_FORMAT", "text"),
                      help="text (default) or json: one JSON object a line")  # fmt: skip
     ha = run.add_argument_group("high availability (several replicas; see the README)")
@@ -192,6 +199,7 @@ def _run(args: argparse.Namespace) -> int:
         verify=verify,
         metrics_bind=parse_bind_address(args.metrics_bind_address),
         log_format=args.log_format,
+        log_level=args.log_level,
         election=election,
     )
     return 0

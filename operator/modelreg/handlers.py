@@ -176,6 +176,8 @@ async def on_version_event(
 ) -> None:
     _seen(memo, cache.VERSION, type, body)
     if namespace and (model := spec.get("model")) and not _echo_of_our_status_write(type, meta, status):
+        log.debug("event %s modelversion %s/%s generation %s", type, namespace, meta.get("name"),
+                  meta.get("generation"))  # fmt: skip
         memo.enqueue((namespace, model))
 
 
@@ -235,6 +237,10 @@ async def _reconcile(memo: Runtime, key: ModelKey) -> None:
                                       now=outcome.now or reconciling.utcnow())  # fmt: skip
         if outcome.writes:
             log.info("reconciled %s/%s with %d writes", *key, outcome.writes)
+        if log.isEnabledFor(logging.DEBUG):
+            steps = ", ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in outcome.laps.items())
+            log.debug("timings (ms): queued %.1f, %s; %d writes", memo.queue.waited(key) * 1000, steps,
+                      outcome.writes)  # fmt: skip
         if outcome.retry:
             log.info("%s/%s waits on storage or a rollout; checking again in %.0fs", *key, memo.retry_later(key))
         else:

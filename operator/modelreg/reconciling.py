@@ -14,6 +14,7 @@ import datetime
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -64,6 +65,23 @@ class Outcome:
     before: dict[str, ModelVersionStatus] = field(default_factory=dict)
     after: dict[str, ModelVersionStatus] | None = None
     now: datetime.datetime | None = None
+    # Seconds spent in each step, in order (`Laps`): logged at debug level by
+    # `handlers`, read by bench/stage_change_latency.py to say where the time goes.
+    laps: dict[str, float] = field(default_factory=dict)
+
+
+class Laps:
+    """Wall-clock time per step of one reconcile: `lap(name)` closes the step
+    that ran since the previous lap."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps[name] = self.steps.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,7 @@ def _wrote(ctx: Context, namespace: str, model: str, kind: str, name: str, resou
 
 
 def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
+    laps = Laps()
     reads = read(ctx, namespace=namespace, model=model)
     state, owned = reads.state, reads.owned
     now = ctx.clock()
@@ -117,8 +136,10 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     forged = _forgeries(state.versions, inputs)
     inputs = [dataclasses.replace(v, status=forged[v.name][0]) if v.name in forged else v for v in inputs]
     job_writes = 0
+    laps.lap("read")
     if model_in is not None:
         inputs = _with_artifact_checks(ctx, namespace, model_in, inputs, now)
+        laps.lap("verify")
         inputs, job_writes = _with_validations(ctx, namespace, model_in, inputs, owned, now, reads.jobs)
     served = model_in.spec.serving if model_in is not None else None
     refusals = {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
@@ -130,9 +151,11 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         # again soon, not at the next resync, while a rollout may still get stuck.
         deployments = {v.name: serving.deployment_name(model, v.spec.version) for v in inputs}
         unsettled = any(deployments[n] in pods_say and r.state is RolloutState.PROGRESSING for n, r in rollouts.items())
+    laps.lap("facts")
     plan = lifecycle.plan(model_in, inputs, now=now, rollouts=rollouts, refusals=sorted(refusals.values()))
     before = {v.name: v.status for v in inputs}
     inputs = [v for v in inputs if v.name not in lifecycle.duplicates(inputs)]  # never deployed
+    laps.lap("plan")
 
     writes = job_writes
     objects = {obj["metadata"]["name"]: obj for obj in state.versions}
@@ -148,6 +171,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
         )
         writes += changed
         events += drift_events
+        laps.lap("serving")
     for name in _status_write_order(plan, objects):
         desired = plan.versions[name].model_copy(update={"deployment_name": deployed.get(name)})
         obj = objects[name]
@@ -159,21 +183,25 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
             # The apply that follows is conditional on the version the clearing made.
             obj = obj | {"metadata": obj["metadata"] | {"resourceVersion": cleared}}
         writes += _apply_version_status(ctx, obj, desired, model=model)
+    laps.lap("version_status")
     if offline:
         # The model, or its serving spec, is gone: so is what served it (taking a
         # model offline on purpose), after the statuses stopped saying Production.
         writes += _delete_serving(ctx, namespace, model=model, model_exists=state.model is not None,
                                   inputs=inputs, owned=owned)  # fmt: skip
+        laps.lap("serving")
     if state.model is not None and plan.model is not None:
         writes += _apply_model_status(ctx, state.model, plan.model, model=model)
+    laps.lap("model_status")
     for event in events:
         target = state.model if event.kind == "RegisteredModel" else objects.get(event.name)
         if target is not None:
             kube.post_event(ctx.client, target, reason=event.reason, message=event.message, warning=event.warning)
+    laps.lap("events")
     # A refusal found (or cleared) by this reconcile reaches status in the next one.
     changed = refusals != {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
     retry = plan.retry or plan.rolling_out is not None or changed or unsettled
-    return Outcome(writes=writes, retry=retry, before=before, after=dict(plan.versions), now=now)
+    return Outcome(writes=writes, retry=retry, before=before, after=dict(plan.versions), now=now, laps=laps.steps)
 
 
 def _delete_serving(

@@ -24,9 +24,11 @@ def run_operator(
     verify: verifying.Settings | None = None,
     metrics_bind: tuple[str, int] | None = None,
     log_format: str = "text",
+    log_level: str = "info",
     election: leading.Settings | None = None,
 ) -> None:
     logs.configure(log_format)
+    logging.getLogger("modelreg").setLevel(log_level.upper())
     # Kopf says "succeeded" for every event handled, and aiohttp logs every probe.
     for noisy in ("kopf.objects", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

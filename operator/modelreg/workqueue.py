@@ -36,6 +36,7 @@ class WorkQueue(Generic[K]):
         self._metrics = metrics
         self._added_at: dict[K, float] = {}  # waiting keys: since when (monotonic)
         self._started_at: dict[K, float] = {}  # keys being worked on: since when
+        self._waited: dict[K, float] = {}  # keys being worked on: how long they were queued
         self._ready: asyncio.Queue[K] = asyncio.Queue()
         self._queued: set[K] = set()
         self._active: set[K] = set()
@@ -92,6 +93,7 @@ class WorkQueue(Generic[K]):
         now = time.monotonic()
         self._started_at[key] = now
         added = self._added_at.pop(key, now)
+        self._waited[key] = now - added
         if self._metrics is not None:
             self._metrics.queue_time.observe(now - added)
         self._measure()
@@ -100,6 +102,7 @@ class WorkQueue(Generic[K]):
     def done(self, key: K) -> None:
         """Called on the loop by the worker that took `key`."""
         self._active.discard(key)
+        self._waited.pop(key, None)
         started = self._started_at.pop(key, None)
         if self._metrics is not None and started is not None:
             self._metrics.work_time.observe(time.monotonic() - started)
@@ -109,6 +112,10 @@ class WorkQueue(Generic[K]):
             self._queued.add(key)
             self._ready.put_nowait(key)
         self._measure()
+
+    def waited(self, key: K) -> float:
+        """Seconds the key, now being worked on, waited in the queue (0 if it is not)."""
+        return self._waited.get(key, 0.0)
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._dirty)

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 
-from modelreg import handlers
+from modelreg import handlers, reconciling
 from modelreg.workqueue import WorkQueue
 
 
@@ -40,6 +40,28 @@ def test_a_key_added_while_active_runs_again_after_done() -> None:
         assert len(q) == 0
 
     asyncio.run(scenario())
+
+
+def test_a_key_says_how_long_it_waited_while_it_is_worked_on() -> None:
+    async def scenario() -> None:
+        q: WorkQueue[str] = WorkQueue()
+        q.add("a")
+        await asyncio.sleep(0.05)
+        key = await q.get()
+        assert 0.04 < q.waited(key) < 1
+        q.done(key)
+        assert q.waited(key) == 0
+
+    asyncio.run(scenario())
+
+
+def test_laps_add_up_per_step_in_order() -> None:
+    laps = reconciling.Laps()
+    for step in ("read", "verify", "read"):
+        time.sleep(0.01)
+        laps.lap(step)
+    assert list(laps.steps) == ["read", "verify"]
+    assert laps.steps["read"] >= 0.02 > laps.steps["verify"] >= 0.01
 
 
 KEYS = 40
