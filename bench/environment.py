@@ -29,6 +29,7 @@ class Environment:
     bins: building.Binaries
     namespace: str
     operator_log: Path
+    operator_pid: int = 0
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         out = subprocess.run(
@@ -79,6 +80,7 @@ def environment(namespace: str = "bench", operator_args: tuple[str, ...] = ()) -
             time.sleep(0.5)
             if not proc.alive():
                 raise RuntimeError(processes.tail(proc.log))
+            env.operator_pid = proc.pid
             try:
                 yield env
             finally:
