@@ -139,9 +139,11 @@ def _seen(memo: Runtime, kind: str, event_type: str | None, body: kopf.Body) -> 
         memo.context.cache.remove(kind, meta["namespace"], meta["name"])
         return
     raw = dict(body)  # Kopf's view over the event's own dict: the values are plain
-    if kind in (cache.DEPLOYMENT, cache.SERVICE, cache.JOB, cache.HPA):
-        # The largest part of these objects, and never read (tampering reads only our CRs').
-        raw["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    # managedFields are the largest part of most objects: dropped for the kinds we own
+    # (never read); of our CRs only what `tampering` reads is kept.
+    raw["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    if kind in (cache.MODEL, cache.VERSION) and (kept := tampering.evidence(meta)):
+        raw["metadata"]["managedFields"] = kept
     memo.context.cache.put(kind, raw)
 
 
