@@ -138,13 +138,8 @@ def _seen(memo: Runtime, kind: str, event_type: str | None, body: kopf.Body) -> 
     if event_type == "DELETED":
         memo.context.cache.remove(kind, meta["namespace"], meta["name"])
         return
-    raw = dict(body)  # Kopf's view over the event's own dict: the values are plain
-    # managedFields are the largest part of most objects: dropped for the kinds we own
-    # (never read); of our CRs only what `tampering` reads is kept.
-    raw["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    if kind in (cache.MODEL, cache.VERSION) and (kept := tampering.evidence(meta)):
-        raw["metadata"]["managedFields"] = kept
-    memo.context.cache.put(kind, raw)
+    # Kopf's view over the event's own dict: the values are plain (`put` keeps a compact copy).
+    memo.context.cache.put(kind, dict(body))
 
 
 # The event handlers are coroutines although they only add a key: Kopf runs a

@@ -31,7 +31,7 @@ import kubernetes.config.kube_config
 from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
-from modelreg import cache, tampering
+from modelreg import cache
 from modelreg.api import FIELD_MANAGER, GROUP, VERSION
 from modelreg.api import modelversion as mv
 from modelreg.api import registeredmodel as rm
@@ -212,26 +212,16 @@ _CACHED: dict[str, bool] = {"Deployment": True, "Service": True, "Job": True, "H
 
 
 def list_for_cache(client: ApiClient, *, namespace: str | None) -> dict[str, list[Obj]]:
-    """One LIST per kind the cache holds (`cache.Cache.prime`), as the watch shows
-    objects: plain dicts with kind and apiVersion, without managedFields for the
-    kinds the operator owns (never read; most of their size), and with only what
-    `tampering` reads of them for our CRs."""
+    """One LIST per kind the cache holds (`cache.Cache.prime`, which compacts them),
+    as the watch shows objects: plain dicts with kind and apiVersion."""
     out: dict[str, list[Obj]] = {}
     for kind, plural in ((rm.KIND, rm.PLURAL), (mv.KIND, mv.PLURAL)):
         out[kind] = list_objects(client, plural=plural, namespace=namespace)
-        for item in out[kind]:  # of their managedFields, only what `tampering` reads (see `handlers._seen`)
-            if kept := tampering.evidence(item["metadata"]):
-                item["metadata"]["managedFields"] = kept
-            else:
-                item["metadata"].pop("managedFields", None)
     for kind, ours in _CACHED.items():
         items = _items(
             _call(client, "GET", _of(kind, namespace), query={"labelSelector": OWNED_SELECTOR} if ours else None)
         )
-        for item in items:
-            item["kind"], item["apiVersion"] = kind, _BUILTIN[kind][0]
-            item["metadata"].pop("managedFields", None)
-        out[kind] = items
+        out[kind] = [_typed(item, kind) for item in items]
     return out
 
 
