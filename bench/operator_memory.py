@@ -15,7 +15,7 @@ no objects, ≤ 100 MiB with 4 models), and where that memory goes:
    extension modules), which is why its total is below the RSS.
 
 With --tracemalloc the first operator traces its allocations from the start
-(PYTHONTRACEMALLOC=25) and the bench prints what its Python heap holds once up
+(PYTHONTRACEMALLOC=1) and the bench prints what its Python heap holds once up
 with no objects and once the 4 models are reconciled (top 20 by line and by
 file, `running._profile_on_signal`); its RSS rows are then inflated by the tracing.
 
@@ -154,7 +154,7 @@ def measure_operator(state: cluster.ClusterState, bins: building.Binaries, tmp: 
 
     rows: list[tuple[str, float, float, int]] = []
     profile, held = tmp / "held", []
-    traced = env | {"PYTHONTRACEMALLOC": "25", PROFILE_ENV: str(profile)} if trace else env
+    traced = env | {"PYTHONTRACEMALLOC": "1", PROFILE_ENV: str(profile)} if trace else env
     first = Operator(traced, tmp / "operator-1.log", s3c.endpoint)
     try:
         rows.append(("started, no objects" + " (traced)" * trace, *first.settled(), TARGET_EMPTY))

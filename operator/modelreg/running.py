@@ -73,22 +73,12 @@ PROFILE_ENV = "MODELREG_TRACEMALLOC_FILE"
 
 def _profile_on_signal() -> None:
     """Opt-in memory profile for the benchmarks (`bench/scale.py --tracemalloc`):
-    with PYTHONTRACEMALLOC=N (tracing from the interpreter's start, imports included,
-    N frames a block) and $MODELREG_TRACEMALLOC_FILE set, SIGUSR1 writes what is held
-    now, the top 20 by line and by file, to that file; with N > 1 also by the
-    innermost caller outside the standard library (json.loads → who parsed it).
-    Off by default: tracing costs memory and CPU."""
+    with PYTHONTRACEMALLOC=1 (tracing from the interpreter's start, imports included)
+    and $MODELREG_TRACEMALLOC_FILE set, SIGUSR1 writes what is held now, the top 20
+    by line and by file, to that file. Off by default: tracing costs memory and CPU."""
     path = os.environ.get(PROFILE_ENV)
     if not path or not tracemalloc.is_tracing():
         return
-    stdlib = os.path.dirname(os.__file__)
-
-    def caller(trace: tracemalloc.Traceback) -> str:
-        for frame in reversed(trace):  # most recent first
-            name = frame.filename
-            if not name.startswith("<frozen") and (not name.startswith(stdlib) or "site-packages" in name):
-                return str(frame)
-        return str(trace[-1])
 
     def dump(*_: object) -> None:
         snapshot = tracemalloc.take_snapshot()
@@ -97,15 +87,6 @@ def _profile_on_signal() -> None:
             lines.append(f"top 20 by {group} (MiB, blocks):")
             for stat in snapshot.statistics(group)[:20]:
                 lines.append(f"  {stat.size / 2**20:7.2f} {stat.count:8d}  {stat.traceback[0]}")
-        if tracemalloc.get_traceback_limit() > 1:
-            by_caller: dict[str, list[int]] = {}
-            for stat in snapshot.statistics("traceback"):
-                sums = by_caller.setdefault(caller(stat.traceback), [0, 0])
-                sums[0] += stat.size
-                sums[1] += stat.count
-            lines.append("top 20 by the innermost caller outside the standard library (MiB, blocks):")
-            for where, (size, count) in sorted(by_caller.items(), key=lambda kv: -kv[1][0])[:20]:
-                lines.append(f"  {size / 2**20:7.2f} {count:8d}  {where}")
         tmp = Path(path + ".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(path)  # whole, so a reader waiting for the file never sees half of it
