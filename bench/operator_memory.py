@@ -8,21 +8,28 @@ no objects, ≤ 100 MiB with 4 models), and where that memory goes:
    verified version each) are reconciled, then for a fresh operator started
    with those 4 models already there;
 2. in a fresh interpreter, the RSS after each import step of that process
-   (Python, pydantic and our types, the Kubernetes client, Kopf, the API
-   classes we call, boto3 and an S3 client), and tracemalloc's view of the
+   (Python, pydantic and our types, the Kubernetes client, Kopf, our API
+   calls, boto3 and an S3 client), and tracemalloc's view of the
    Python allocations of the whole start-up, summed by package. tracemalloc
    sees only Python's allocator, not C libraries' own (OpenSSL, the code of
    extension modules), which is why its total is below the RSS.
 
-Run: make bench   (or .venv/bin/python bench/operator_memory.py)
+With --tracemalloc the first operator traces its allocations from the start
+(PYTHONTRACEMALLOC=1) and the bench prints what its Python heap holds once up
+with no objects and once the 4 models are reconciled (top 20 by line and by
+file, `running._profile_on_signal`); its RSS rows are then inflated by the tracing.
+
+Run: make bench   (or .venv/bin/python bench/operator_memory.py [--tracemalloc])
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modelreg import artifacts
 from modelreg.api.crds import write_crds
 from modelreg.devcluster import building, cluster, processes
+from modelreg.running import PROFILE_ENV
 
 NAMESPACE = "bench-memory"
 BUCKET = "modelreg-bench-memory"
@@ -103,19 +111,29 @@ class Operator:
     def stop(self) -> None:
         processes.stop(self.proc)
 
+    def held(self, profile: Path) -> str:
+        """What the traced heap holds now (SIGUSR1; the operator writes `profile`)."""
+        profile.unlink(missing_ok=True)
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        wait_for(profile.exists, "the operator's tracemalloc profile")
+        return profile.read_text()
+
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracemalloc", action="store_true", help="trace the first operator; print what it holds")
+    args = parser.parse_args()
     bins = building.ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="modelreg-bench-memory-") as tmp:
         state = cluster.up(Path(tmp) / "cluster", bins=bins, with_registry=False, tie_to_parent=True)
         try:
-            measure_operator(state, bins, Path(tmp))
+            measure_operator(state, bins, Path(tmp), trace=args.tracemalloc)
         finally:
             cluster.down(Path(tmp) / "cluster")
     profile_startup()
 
 
-def measure_operator(state: cluster.ClusterState, bins: building.Binaries, tmp: Path) -> None:
+def measure_operator(state: cluster.ClusterState, bins: building.Binaries, tmp: Path, *, trace: bool = False) -> None:
     def kubectl(*args: str, input: str | None = None) -> str:
         out = subprocess.run([str(bins.kubectl), f"--kubeconfig={state.kubeconfig}", *args], input=input,
                              capture_output=True, text=True, check=False)  # fmt: skip
@@ -135,9 +153,13 @@ def measure_operator(state: cluster.ClusterState, bins: building.Binaries, tmp: 
     env = os.environ | state.env() | {"PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}"}
 
     rows: list[tuple[str, float, float, int]] = []
-    first = Operator(env, tmp / "operator-1.log", s3c.endpoint)
+    profile, held = tmp / "held", []
+    traced = env | {"PYTHONTRACEMALLOC": "1", PROFILE_ENV: str(profile)} if trace else env
+    first = Operator(traced, tmp / "operator-1.log", s3c.endpoint)
     try:
-        rows.append(("started, no objects", *first.settled(), TARGET_EMPTY))
+        rows.append(("started, no objects" + " (traced)" * trace, *first.settled(), TARGET_EMPTY))
+        if trace:
+            held.append(("started, no objects", first.held(profile)))
         for i in range(MODELS):
             data = f"bench model {i}".encode() * 1000
             s3.put_object(Bucket=BUCKET, Key=f"m{i}/model.bin", Body=data, ChecksumAlgorithm="SHA256")
@@ -152,7 +174,9 @@ def measure_operator(state: cluster.ClusterState, bins: building.Binaries, tmp: 
             kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                                             "items": objects}))  # fmt: skip
         kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", "--timeout=120s", "modelversions", "--all")
-        rows.append((f"same process, {MODELS} models reconciled", *first.settled(), TARGET_FOUR))
+        rows.append((f"same process, {MODELS} models reconciled" + " (traced)" * trace, *first.settled(), TARGET_FOUR))
+        if trace:
+            held.append((f"{MODELS} models reconciled", first.held(profile)))
     finally:
         first.stop()
     second = Operator(env, tmp / "operator-2.log", s3c.endpoint)
@@ -172,6 +196,9 @@ def measure_operator(state: cluster.ClusterState, bins: building.Binaries, tmp: 
     print("operator RSS (MiB), `modelreg run` on the local control plane:")
     for what, rss, peak, target in rows:
         print(f"  {what:<36} RSS {rss:6.1f}   peak {peak:6.1f}   target <= {target}   ratio {rss / target:.2f}x")
+    for what, text in held:
+        print(f"what the first operator's Python heap holds, {what}:")
+        print("  " + text.replace("\n", "\n  ").rstrip())
 
 
 STARTUP = r"""
@@ -191,11 +218,8 @@ def step(name, fn):
 step("pydantic + modelreg.api types", lambda: __import__("modelreg.api.modelversion"))
 step("kubernetes client (ApiClient)", lambda: __import__("kubernetes.client.api_client"))
 step("kopf (+ aiohttp)", lambda: __import__("kopf"))
-def apis():
-    import kubernetes.client as k
-    for name in ("CustomObjectsApi", "AppsV1Api", "AutoscalingV2Api", "BatchV1Api", "CoreV1Api"):
-        getattr(k, name)
-step("typed API classes (+ their models)", apis)
+# No typed API class (CoreV1Api …): those would load ~330 model classes, ~32 MiB (kube.py's docstring).
+step("modelreg.kube (calls by path, JSON)", lambda: __import__("modelreg.kube"))
 step("the rest of modelreg run", lambda: __import__("modelreg.running"))
 def s3():
     from modelreg.verifying import Target, Verifier

@@ -12,6 +12,10 @@ plan, write status), not the cluster's cost of running Pods.
 
 Run: make bench-scale                       (100, 500 and 1,000 models)
      .venv/bin/python bench/scale.py 100    (one size; --idle-seconds to shorten)
+     .venv/bin/python bench/scale.py 1000 --tracemalloc /tmp/held
+        (also writes what the operator's Python heap holds after the idle window,
+        top 20 by line and by file, to /tmp/held-1000; tracing inflates RSS and
+        CPU, so take the RSS figures from a run without it)
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +39,7 @@ from kubernetes.client import CustomObjectsApi
 from modelreg import artifacts, kube
 from modelreg.api.crds import write_crds
 from modelreg.devcluster import building, cluster, processes
+from modelreg.running import PROFILE_ENV
 
 VERSIONS = 10
 NAMESPACE = "scale"
@@ -102,19 +108,20 @@ def converged(api: CustomObjectsApi, expected: int) -> int:
     return done
 
 
-def run(models: int, *, idle_seconds: float, timeout: float) -> dict[str, float]:
+def run(models: int, *, idle_seconds: float, timeout: float, tracemalloc: str | None = None) -> dict[str, float]:
     bins = building.ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="modelreg-scale-") as tmp:
         state = cluster.up(Path(tmp) / "cluster", bins=bins, with_registry=False, tie_to_parent=True,
                            log=lambda *_: None)  # fmt: skip
         try:
-            return _measure(bins, state, Path(tmp), models, idle_seconds=idle_seconds, timeout=timeout)
+            return _measure(bins, state, Path(tmp), models, idle_seconds=idle_seconds, timeout=timeout,
+                            tracemalloc=tracemalloc)  # fmt: skip
         finally:
             cluster.down(Path(tmp) / "cluster")
 
 
 def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, models: int, *,
-             idle_seconds: float, timeout: float) -> dict[str, float]:  # fmt: skip
+             idle_seconds: float, timeout: float, tracemalloc: str | None) -> dict[str, float]:  # fmt: skip
     crds = tmp / "crds"
     write_crds(crds)
     kubectl(bins, state, "apply", "--server-side", "-f", str(crds))
@@ -134,9 +141,13 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
     api = CustomObjectsApi(kube.new_client(state.kubeconfig, user_agent="bench"))
 
     argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE]
+    env = os.environ | state.env()
+    if tracemalloc:
+        profile = Path(f"{tracemalloc}-{models}")
+        profile.unlink(missing_ok=True)
+        env |= {"PYTHONTRACEMALLOC": "1", PROFILE_ENV: str(profile)}
     started = time.monotonic()
-    proc = processes.start("operator", argv, log=tmp / "operator.log", env=os.environ | state.env(),
-                           tie_to_parent=True)  # fmt: skip
+    proc = processes.start("operator", argv, log=tmp / "operator.log", env=env, tie_to_parent=True)
     try:
         while (done := converged(api, expected)) < expected:
             if not proc.alive():
@@ -156,6 +167,13 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
         time.sleep(1.5)
         idle = operator_requests(state.audit_log, after=offset)
         idle_rss, idle_peak, _ = proc_stats(proc.pid)
+        if tracemalloc:
+            os.kill(proc.pid, signal.SIGUSR1)
+            deadline = time.monotonic() + 300
+            while not profile.exists() and time.monotonic() < deadline:
+                time.sleep(1.0)
+            print(f"what the operator holds ({models} models, traced RSS {idle_rss:.0f} MiB), in {profile}:")
+            print(profile.read_text() if profile.exists() else "  (not written in time)")
     finally:
         processes.stop(proc)
     log = Path(proc.log).read_text(errors="replace")
@@ -191,10 +209,11 @@ def main() -> None:
     parser.add_argument("models", type=int, nargs="*", default=[100, 500, 1000], help="models (x 10 versions)")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="the idle window measured")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up converging after this long")
+    parser.add_argument("--tracemalloc", metavar="FILE", help="write the operator's held allocations to FILE-<models>")
     args = parser.parse_args()
     results = []
     for models in args.models:
-        results.append(run(models, idle_seconds=args.idle_seconds, timeout=args.timeout))
+        results.append(run(models, idle_seconds=args.idle_seconds, timeout=args.timeout, tracemalloc=args.tracemalloc))
         report(results[-1])
     if len(results) > 1:
         first, last = results[0], results[-1]

@@ -138,11 +138,8 @@ def _seen(memo: Runtime, kind: str, event_type: str | None, body: kopf.Body) -> 
     if event_type == "DELETED":
         memo.context.cache.remove(kind, meta["namespace"], meta["name"])
         return
-    raw = dict(body)  # Kopf's view over the event's own dict: the values are plain
-    if kind in (cache.DEPLOYMENT, cache.SERVICE, cache.JOB, cache.HPA):
-        # The largest part of these objects, and never read (tampering reads only our CRs').
-        raw["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    memo.context.cache.put(kind, raw)
+    # Kopf's view over the event's own dict: the values are plain (`put` keeps a compact copy).
+    memo.context.cache.put(kind, dict(body))
 
 
 # The event handlers are coroutines although they only add a key: Kopf runs a

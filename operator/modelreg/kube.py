@@ -4,6 +4,14 @@ Called by `reconciling` (and the CLI). The client is passed in, never global,
 so tests and tools can point it anywhere. Writes use server-side apply with the
 `modelreg` field manager and touch only what the operator owns: the status
 subresource of the user's objects, Events, and the objects it creates.
+
+Every call goes through the official client's `ApiClient` (its configuration,
+authentication, TLS, retries and `ApiException`s), by path, with plain JSON in
+and out (`_call`). Not through the typed API classes (`CoreV1Api` …): importing
+them loads every model class they name (330 pydantic classes, ~32 MiB of the
+operator's ~95 at start-up, issue 11), each first call of a method builds a
+pydantic validator, and a typed response is turned back into the dicts the
+operator works with anyway.
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import kubernetes
 import kubernetes.config.kube_config
-from kubernetes.client import ApiClient, AppsV1Api, AutoscalingV2Api, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
+from modelreg import cache
 from modelreg.api import FIELD_MANAGER, GROUP, VERSION
 from modelreg.api import modelversion as mv
 from modelreg.api import registeredmodel as rm
@@ -32,6 +42,76 @@ Obj = dict[str, Any]
 _APPLY = "application/apply-patch+yaml"
 USER_AGENT = "modelreg-operator"
 _TIMEOUT = (5, 30)  # connect, read seconds: a hung API server must not hang a reconcile
+_MERGE = "application/merge-patch+json"
+
+# kind → (apiVersion, plural) of the built-in kinds the operator reads or writes
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "Deployment": ("apps/v1", "deployments"),
+    "ReplicaSet": ("apps/v1", "replicasets"),
+    "Service": ("v1", "services"),
+    "Pod": ("v1", "pods"),
+    "Event": ("v1", "events"),
+    "Secret": ("v1", "secrets"),
+    "Job": ("batch/v1", "jobs"),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+}
+_CUSTOM = f"{GROUP}/{VERSION}"
+
+
+def _path(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,
+          subresource: str | None = None) -> str:  # fmt: skip
+    """The REST path of a collection (all namespaces when `namespace` is None) or of one object."""
+    parts = ["/api/v1" if api_version == "v1" else f"/apis/{api_version}"]
+    if namespace is not None:
+        parts += ["namespaces", quote(namespace, safe="")]
+    parts.append(plural)
+    if name is not None:
+        parts.append(quote(name, safe=""))
+    if subresource is not None:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+def _of(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    return _path(*_BUILTIN[kind], namespace, name)
+
+
+def _custom(plural: str, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+    return _path(_CUSTOM, plural, namespace, name, subresource)
+
+
+def _call(
+    client: ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | None = None,
+    body: Obj | None = None,
+    content_type: str = "application/json",
+) -> Any:
+    """One request through the client, its JSON response as plain Python data.
+    A status outside 2xx raises the client's ApiException (NotFoundException …)
+    with the API server's body, as the typed API classes do."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    request = client.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=[(k, v) for k, v in (query or {}).items()],
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = client.call_api(*request, _request_timeout=_TIMEOUT)
+    data = response.read()
+    if not 200 <= response.status <= 299:
+        raise ApiException.from_response(http_resp=response, body=data.decode("utf-8", "replace"), data=None)
+    return json.loads(data) if data else None
+
+
+def _items(listed: Any) -> list[Obj]:
+    return list((listed or {}).get("items") or [])
 
 
 def use_kubeconfig(path: str) -> None:
@@ -71,24 +151,19 @@ class ModelState:
 
 
 def read_model_state(client: ApiClient, *, namespace: str, model: str) -> ModelState:
-    api = CustomObjectsApi(client)
-    try:
-        model_obj = api.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, rm.PLURAL, model, _request_timeout=_TIMEOUT
-        )
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        model_obj = None
+    model_obj = read_model(client, namespace=namespace, name=model)
     versions = list_versions(client, namespace=namespace, model=model)
     return ModelState(model=model_obj, versions=versions)
 
 
 def read_version(client: ApiClient, *, namespace: str, name: str) -> Obj | None:
+    return _read(client, _custom(mv.PLURAL, namespace, name))
+
+
+def _read(client: ApiClient, path: str) -> Obj | None:
+    """One object, None when there is no such object."""
     try:
-        obj: Obj = CustomObjectsApi(client).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, mv.PLURAL, name, _request_timeout=_TIMEOUT
-        )
+        obj: Obj = _call(client, "GET", path)
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -99,38 +174,30 @@ def read_version(client: ApiClient, *, namespace: str, name: str) -> Obj | None:
 def list_versions(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
     """The ModelVersions of one model. spec.model is a selectable field of the CRD,
     so the API server filters; a server too old for that gets filtered here."""
-    api = CustomObjectsApi(client)
+    path = _custom(mv.PLURAL, namespace)
     try:
-        listed = api.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, mv.PLURAL, field_selector=f"spec.model={model}", _request_timeout=_TIMEOUT
-        )
+        listed = _call(client, "GET", path, query={"fieldSelector": f"spec.model={model}"})
     except ApiException as exc:
         if exc.status != 400:
             raise
-        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, mv.PLURAL, _request_timeout=_TIMEOUT)
-    return [v for v in listed.get("items", []) if v.get("spec", {}).get("model") == model]
+        listed = _call(client, "GET", path)
+    return [v for v in _items(listed) if v.get("spec", {}).get("model") == model]
 
 
 def set_stages(client: ApiClient, *, namespace: str, stages: dict[str, str]) -> None:
     """Change spec.stage of versions, for people (the `modelreg stage` command).
     A merge patch of one field, so nothing else of the user's spec is touched."""
-    api = CustomObjectsApi(client)
     for name, stage in stages.items():
-        api.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, mv.PLURAL, name, {"spec": {"stage": stage}}, _request_timeout=_TIMEOUT
+        _call(
+            client, "PATCH", _custom(mv.PLURAL, namespace, name), body={"spec": {"stage": stage}}, content_type=_MERGE
         )
 
 
 def list_model_names(client: ApiClient, *, namespace: str | None) -> list[tuple[str, str]]:
     """(namespace, name) of every RegisteredModel and of every model a version names."""
-    api = CustomObjectsApi(client)
     keys: set[tuple[str, str]] = set()
     for plural in (rm.PLURAL, mv.PLURAL):
-        if namespace:
-            items = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
-        else:
-            items = api.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
-        for item in items.get("items", []):
+        for item in list_objects(client, plural=plural, namespace=namespace):
             name = item["metadata"]["name"] if plural == rm.PLURAL else item.get("spec", {}).get("model")
             if name:
                 keys.add((item["metadata"]["namespace"], name))
@@ -140,41 +207,21 @@ def list_model_names(client: ApiClient, *, namespace: str | None) -> list[tuple[
 OWNED_SELECTOR = "app.kubernetes.io/managed-by=modelreg,modelreg.dev/model"
 """Our Deployments, Services and Jobs: the only ones listed and watched."""
 
-# kind → (apiVersion, the list call of one namespace, of all, whether only ours)
-_LISTS: dict[str, tuple[str, str, str, bool]] = {
-    "Deployment": ("apps/v1", "list_namespaced_deployment", "list_deployment_for_all_namespaces", True),
-    "Service": ("v1", "list_namespaced_service", "list_service_for_all_namespaces", True),
-    "Job": ("batch/v1", "list_namespaced_job", "list_job_for_all_namespaces", True),
-    "HorizontalPodAutoscaler": ("autoscaling/v2", "list_namespaced_horizontal_pod_autoscaler",
-                                "list_horizontal_pod_autoscaler_for_all_namespaces", False),
-}  # fmt: skip
+# The built-in kinds the cache holds, and whether only ours (by label) are listed.
+_CACHED: dict[str, bool] = {"Deployment": True, "Service": True, "Job": True, "HorizontalPodAutoscaler": False}
 
 
 def list_for_cache(client: ApiClient, *, namespace: str | None) -> dict[str, list[Obj]]:
-    """One LIST per kind the cache holds (`cache.Cache.prime`), as the watch shows
-    objects: plain dicts with kind and apiVersion, without managedFields for the
-    kinds the operator owns (never read; most of their size)."""
+    """One LIST per kind the cache holds (`cache.Cache.prime`, which compacts them),
+    as the watch shows objects: plain dicts with kind and apiVersion."""
     out: dict[str, list[Obj]] = {}
-    custom = CustomObjectsApi(client)
     for kind, plural in ((rm.KIND, rm.PLURAL), (mv.KIND, mv.PLURAL)):
-        if namespace:
-            listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
-        else:
-            listed = custom.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
-        out[kind] = list(listed.get("items", []))
-    apis = {"apps/v1": AppsV1Api(client), "v1": CoreV1Api(client), "batch/v1": BatchV1Api(client),
-            "autoscaling/v2": AutoscalingV2Api(client)}  # fmt: skip
-    for kind, (api_version, in_namespace, in_all, ours) in _LISTS.items():
-        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": _TIMEOUT}
-        if ours:
-            kwargs["label_selector"] = OWNED_SELECTOR
-        api = apis[api_version]
-        response = getattr(api, in_namespace)(namespace, **kwargs) if namespace else getattr(api, in_all)(**kwargs)
-        items = json.loads(response.data).get("items", [])
-        for item in items:
-            item["kind"], item["apiVersion"] = kind, api_version
-            item["metadata"].pop("managedFields", None)
-        out[kind] = items
+        out[kind] = list_objects(client, plural=plural, namespace=namespace)
+    for kind, ours in _CACHED.items():
+        items = _items(
+            _call(client, "GET", _of(kind, namespace), query={"labelSelector": OWNED_SELECTOR} if ours else None)
+        )
+        out[kind] = [_typed(item, kind) for item in items]
     return out
 
 
@@ -183,44 +230,23 @@ def list_for_cache(client: ApiClient, *, namespace: str | None) -> dict[str, lis
 
 def list_objects(client: ApiClient, *, plural: str, namespace: str | None) -> list[Obj]:
     """Every RegisteredModel or ModelVersion (by `plural`) of a namespace, or of all with None."""
-    api = CustomObjectsApi(client)
-    if namespace:
-        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _request_timeout=_TIMEOUT)
-    else:
-        listed = api.list_cluster_custom_object(GROUP, VERSION, plural, _request_timeout=_TIMEOUT)
-    return list(listed.get("items", []))
+    return _items(_call(client, "GET", _custom(plural, namespace)))
 
 
 def read_model(client: ApiClient, *, namespace: str, name: str) -> Obj | None:
-    try:
-        obj: Obj = CustomObjectsApi(client).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, rm.PLURAL, name, _request_timeout=_TIMEOUT
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return obj
+    return _read(client, _custom(rm.PLURAL, namespace, name))
 
 
 def read_service_selector(client: ApiClient, *, namespace: str, name: str) -> dict[str, str] | None:
     """The selector of a Service, None when there is no such Service."""
-    try:
-        svc = CoreV1Api(client).read_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return dict(svc.spec.selector or {})
+    svc = _read(client, _of("Service", namespace, name))
+    return None if svc is None else dict((svc.get("spec") or {}).get("selector") or {})
 
 
 def list_events_about(client: ApiClient, *, namespace: str, kind: str, names: set[str]) -> list[Obj]:
     """core/v1 Events about objects of `kind` named in `names` (one list call, filtered here)."""
-    listed = CoreV1Api(client).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.kind={kind}", _request_timeout=_TIMEOUT
-    )
-    events = [client.sanitize_for_serialization(e) for e in listed.items]
-    return [e for e in events if e.get("involvedObject", {}).get("name") in names]
+    listed = _call(client, "GET", _of("Event", namespace), query={"fieldSelector": f"involvedObject.kind={kind}"})
+    return [e for e in _items(listed) if e.get("involvedObject", {}).get("name") in names]
 
 
 class Stale(Exception):
@@ -242,18 +268,9 @@ def apply_status(client: ApiClient, obj: Obj, status: Obj, *, resource_version: 
         meta["resourceVersion"] = resource_version
     body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": meta, "status": status}
     try:
-        written: Obj = CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            obj["metadata"]["namespace"],
-            plural,
-            obj["metadata"]["name"],
-            body,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=_APPLY,
-            _request_timeout=_TIMEOUT,
-        )
+        path = _custom(plural, obj["metadata"]["namespace"], obj["metadata"]["name"], "status")
+        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        written: Obj = _call(client, "PATCH", path, query=query, body=body, content_type=_APPLY)
     except ApiException as exc:
         if exc.status == 404:  # deleted meanwhile: its status no longer matters
             return None
@@ -264,10 +281,7 @@ def apply_status(client: ApiClient, obj: Obj, status: Obj, *, resource_version: 
 
 
 def _resource_version(obj: Any) -> str | None:
-    if isinstance(obj, dict):
-        return (obj.get("metadata") or {}).get("resourceVersion")
-    meta = getattr(obj, "metadata", None)
-    return getattr(meta, "resource_version", None)
+    return ((obj or {}).get("metadata") or {}).get("resourceVersion")
 
 
 def clear_status_fields(client: ApiClient, obj: Obj, fields: tuple[str, ...]) -> str | None:
@@ -276,10 +290,8 @@ def clear_status_fields(client: ApiClient, obj: Obj, fields: tuple[str, ...]) ->
     plural = rm.PLURAL if obj["kind"] == rm.KIND else mv.PLURAL
     body = {"status": dict.fromkeys(fields)}
     try:
-        written = CustomObjectsApi(client).patch_namespaced_custom_object_status(
-            GROUP, VERSION, obj["metadata"]["namespace"], plural, obj["metadata"]["name"], body,
-            field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json", _request_timeout=_TIMEOUT,
-        )  # fmt: skip
+        path = _custom(plural, obj["metadata"]["namespace"], obj["metadata"]["name"], "status")
+        written = _call(client, "PATCH", path, query={"fieldManager": FIELD_MANAGER}, body=body, content_type=_MERGE)
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -301,21 +313,22 @@ def read_owned(
 ) -> OwnedObjects:
     """A model's Deployments and Services; the namespace's autoscalers too unless
     `autoscaled` is given (the watch-fed cache holds them)."""
-    selector = f"modelreg.dev/model={model},app.kubernetes.io/managed-by=modelreg"
-    deps = AppsV1Api(client).list_namespaced_deployment(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
-    svcs = CoreV1Api(client).list_namespaced_service(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
+    by_label = {"labelSelector": f"modelreg.dev/model={model},app.kubernetes.io/managed-by=modelreg"}
+    deps = _items(_call(client, "GET", _of("Deployment", namespace), query=by_label))
+    svcs = _items(_call(client, "GET", _of("Service", namespace), query=by_label))
     if autoscaled is None:
-        hpas = AutoscalingV2Api(client).list_namespaced_horizontal_pod_autoscaler(namespace, _request_timeout=_TIMEOUT)
-        autoscaled = {
-            h.spec.scale_target_ref.name: h.spec.min_replicas or 1
-            for h in hpas.items
-            if h.spec.scale_target_ref.kind == "Deployment" and h.spec.scale_target_ref.api_version in ("apps/v1", None)
-        }
+        autoscaled = cache.autoscaled(_items(_call(client, "GET", _of("HorizontalPodAutoscaler", namespace))))
     return OwnedObjects(
-        deployments={d.metadata.name: client.sanitize_for_serialization(d) for d in deps.items},
-        services={s.metadata.name: client.sanitize_for_serialization(s) for s in svcs.items},
+        deployments={d["metadata"]["name"]: _typed(d, "Deployment") for d in deps},
+        services={s["metadata"]["name"]: _typed(s, "Service") for s in svcs},
         autoscaled=autoscaled,
     )
+
+
+def _typed(obj: Obj, kind: str) -> Obj:
+    """A listed object with the kind and apiVersion a LIST leaves out of its items."""
+    obj["kind"], obj["apiVersion"] = kind, _BUILTIN[kind][0]
+    return obj
 
 
 @dataclass(frozen=True)
@@ -334,38 +347,34 @@ def read_pods(client: ApiClient, *, namespace: str, selector: dict[str, str]) ->
     if not labels:  # would list every Pod of the namespace
         return PodsOf(replica_sets=[], pods=[])
     try:
-        sets = AppsV1Api(client).list_namespaced_replica_set(namespace, label_selector=labels,
-                                                            _request_timeout=_TIMEOUT)  # fmt: skip
-        pods = CoreV1Api(client).list_namespaced_pod(namespace, label_selector=labels, _request_timeout=_TIMEOUT)
+        sets = _items(_call(client, "GET", _of("ReplicaSet", namespace), query={"labelSelector": labels}))
+        pods = _items(_call(client, "GET", _of("Pod", namespace), query={"labelSelector": labels}))
     except ApiException as exc:
         if exc.status != 403:
             raise
         log.warning("cannot read the Pods of %s in %s (%s): grant the operator list on pods and replicasets.apps",
                     labels, namespace, _reason(exc))  # fmt: skip
         return PodsOf(replica_sets=[], pods=[])
-    return PodsOf(
-        replica_sets=[client.sanitize_for_serialization(r) for r in sets.items],
-        pods=[client.sanitize_for_serialization(p) for p in pods.items],
-    )
+    return PodsOf(replica_sets=[_typed(r, "ReplicaSet") for r in sets], pods=[_typed(p, "Pod") for p in pods])
 
 
 def apply_object(client: ApiClient, namespace: str, obj: Obj) -> str | None:
     """Server-side apply of an owned Deployment or Service; its new resourceVersion.
     Forcing takes back the fields we render (and only those) from whoever changed them."""
-    name = obj["metadata"]["name"]
-    kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": _APPLY, "_request_timeout": _TIMEOUT}
+    if obj["kind"] not in ("Deployment", "Service"):
+        raise ValueError(f"the operator does not own {obj['kind']} objects")
     try:
-        if obj["kind"] == "Deployment":
-            written = AppsV1Api(client).patch_namespaced_deployment(name, namespace, obj, **kwargs)
-        elif obj["kind"] == "Service":
-            written = CoreV1Api(client).patch_namespaced_service(name, namespace, obj, **kwargs)
-        else:
-            raise ValueError(f"the operator does not own {obj['kind']} objects")
+        path = _of(obj["kind"], namespace, obj["metadata"]["name"])
+        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        written = _call(client, "PATCH", path, query=query, body=obj, content_type=_APPLY)
     except ApiException as exc:
         if (refused := _refusal(exc)) is not None:
             raise refused from exc
         raise
     return _resource_version(written)
+
+
+_OWNED_KINDS = ("Deployment", "Service", "Job")
 
 
 class Refused(Exception):
@@ -383,16 +392,10 @@ def create_object(client: ApiClient, namespace: str, obj: Obj, *, created: list[
     that holds it, so the caller can tell its own (adopt it) from somebody
     else's (report the conflict, never take it over)."""
     name, kind = obj["metadata"]["name"], obj["kind"]
-    kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "_request_timeout": _TIMEOUT}
+    if kind not in _OWNED_KINDS:
+        raise ValueError(f"the operator does not own {kind} objects")
     try:
-        if kind == "Deployment":
-            made = AppsV1Api(client).create_namespaced_deployment(namespace, obj, **kwargs)
-        elif kind == "Service":
-            made = CoreV1Api(client).create_namespaced_service(namespace, obj, **kwargs)
-        elif kind == "Job":
-            made = BatchV1Api(client).create_namespaced_job(namespace, obj, **kwargs)
-        else:
-            raise ValueError(f"the operator does not own {kind} objects")
+        made = _call(client, "POST", _of(kind, namespace), query={"fieldManager": FIELD_MANAGER}, body=obj)
         if created is not None and (version := _resource_version(made)) is not None:
             created.append(version)
         return None
@@ -401,32 +404,18 @@ def create_object(client: ApiClient, namespace: str, obj: Obj, *, created: list[
             raise refused from exc
         if exc.status != 409:
             raise
-    if kind == "Deployment":
-        live = AppsV1Api(client).read_namespaced_deployment(name, namespace, _request_timeout=_TIMEOUT)
-    elif kind == "Job":
-        live = BatchV1Api(client).read_namespaced_job(name, namespace, _request_timeout=_TIMEOUT)
-    else:
-        live = CoreV1Api(client).read_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
-    taken: Obj = client.sanitize_for_serialization(live)
+    taken: Obj = _call(client, "GET", _of(kind, namespace, name))
     return taken
 
 
 def delete_owned(client: ApiClient, namespace: str, *, kind: str, name: str) -> None:
     """Delete an owned Deployment, Service or Job (the caller checked its owner);
     a Job's Pods go with it."""
+    if kind not in _OWNED_KINDS:
+        raise ValueError(f"the operator does not own {kind} objects")
+    # Services have no dependents; for them the policy is the default anyway.
     try:
-        if kind == "Deployment":
-            AppsV1Api(client).delete_namespaced_deployment(
-                name, namespace, propagation_policy="Background", _request_timeout=_TIMEOUT
-            )
-        elif kind == "Service":
-            CoreV1Api(client).delete_namespaced_service(name, namespace, _request_timeout=_TIMEOUT)
-        elif kind == "Job":
-            BatchV1Api(client).delete_namespaced_job(
-                name, namespace, propagation_policy="Background", _request_timeout=_TIMEOUT
-            )
-        else:
-            raise ValueError(f"the operator does not own {kind} objects")
+        _call(client, "DELETE", _of(kind, namespace, name), query={"propagationPolicy": "Background"})
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -435,16 +424,18 @@ def delete_owned(client: ApiClient, namespace: str, *, kind: str, name: str) -> 
 def read_jobs(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
     """The validation Jobs of one model (by label; the caller checks the owner)."""
     selector = f"modelreg.dev/model={model},app.kubernetes.io/managed-by=modelreg"
-    jobs = BatchV1Api(client).list_namespaced_job(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
-    return [client.sanitize_for_serialization(j) for j in jobs.items]
+    return [
+        _typed(j, "Job") for j in _items(_call(client, "GET", _of("Job", namespace), query={"labelSelector": selector}))
+    ]
 
 
 def read_validation_pods(client: ApiClient, *, namespace: str, model: str) -> list[Obj]:
     """The Pods of a model's validation Jobs: why a Job that has not finished will
     not (an image that cannot be pulled, no node for it)."""
     selector = f"modelreg.dev/validation={model},app.kubernetes.io/managed-by=modelreg"
-    pods = CoreV1Api(client).list_namespaced_pod(namespace, label_selector=selector, _request_timeout=_TIMEOUT)
-    return [client.sanitize_for_serialization(p) for p in pods.items]
+    return [
+        _typed(p, "Pod") for p in _items(_call(client, "GET", _of("Pod", namespace), query={"labelSelector": selector}))
+    ]
 
 
 @dataclass(frozen=True)
@@ -456,14 +447,11 @@ class SecretData:
 def read_secret(client: ApiClient, *, namespace: str, name: str) -> SecretData | None:
     """A Secret's labels and decoded data, or None when it does not exist.
     The operator's only read of Secrets; what it may use is decided by the caller."""
-    try:
-        secret = CoreV1Api(client).read_namespaced_secret(name, namespace, _request_timeout=_TIMEOUT)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    labels = dict(secret.metadata.labels or {}) if secret.metadata else {}
-    return SecretData(labels=labels, data={k: base64.b64decode(v) for k, v in (secret.data or {}).items()})
+    secret = _read(client, _of("Secret", namespace, name))
+    if secret is None:
+        return None
+    labels = dict((secret.get("metadata") or {}).get("labels") or {})
+    return SecretData(labels=labels, data={k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()})
 
 
 def post_event(client: ApiClient, obj: Obj, *, reason: str, message: str, warning: bool = False) -> None:
@@ -491,7 +479,7 @@ def post_event(client: ApiClient, obj: Obj, *, reason: str, message: str, warnin
         "count": 1,
     }
     try:
-        CoreV1Api(client).create_namespaced_event(meta["namespace"], event, _request_timeout=_TIMEOUT)
+        _call(client, "POST", _of("Event", meta["namespace"]), body=event)
     except ApiException as exc:
         log.warning("could not post event %s on %s: %s", reason, meta["name"], _reason(exc))
 
@@ -512,10 +500,8 @@ def apply_version(client: ApiClient, namespace: str, obj: Obj) -> Obj:
     """Server-side apply of a ModelVersion written by `modelreg register --apply`.
     Not forced: a field someone else set differently is a conflict to show, not to take."""
     try:
-        applied: Obj = CustomObjectsApi(client).patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, mv.PLURAL, obj["metadata"]["name"], obj,
-            field_manager=REGISTER_FIELD_MANAGER, _content_type=_APPLY, _request_timeout=_TIMEOUT,
-        )  # fmt: skip
+        applied: Obj = _call(client, "PATCH", _custom(mv.PLURAL, namespace, obj["metadata"]["name"]),
+                             query={"fieldManager": REGISTER_FIELD_MANAGER}, body=obj, content_type=_APPLY)  # fmt: skip
     except ApiException as exc:
         if (refused := _refusal(exc)) is not None or exc.status == 409:
             raise refused or Refused(_reason(exc)) from exc

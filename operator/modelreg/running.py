@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import tracemalloc
+from pathlib import Path
 
 import kopf
 
@@ -29,6 +32,7 @@ def run_operator(
 ) -> None:
     logs.configure(log_format)
     logging.getLogger("modelreg").setLevel(log_level.upper())
+    _profile_on_signal()
     # Kopf says "succeeded" for every event handled, and aiohttp logs every probe.
     for noisy in ("kopf.objects", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -64,3 +68,29 @@ def run_operator(
     # nothing of ours writes any more, so a follower may take over now.
     if elected is not None:
         elected.release()
+
+
+PROFILE_ENV = "MODELREG_TRACEMALLOC_FILE"
+
+
+def _profile_on_signal() -> None:
+    """Opt-in memory profile for the benchmarks (`bench/scale.py --tracemalloc`):
+    with PYTHONTRACEMALLOC=1 (tracing from the interpreter's start, imports included)
+    and $MODELREG_TRACEMALLOC_FILE set, SIGUSR1 writes what is held now, the top 20
+    by line and by file, to that file. Off by default: tracing costs memory and CPU."""
+    path = os.environ.get(PROFILE_ENV)
+    if not path or not tracemalloc.is_tracing():
+        return
+
+    def dump(*_: object) -> None:
+        snapshot = tracemalloc.take_snapshot()
+        lines = [f"traced {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB held"]
+        for group in ("lineno", "filename"):
+            lines.append(f"top 20 by {group} (MiB, blocks):")
+            for stat in snapshot.statistics(group)[:20]:
+                lines.append(f"  {stat.size / 2**20:7.2f} {stat.count:8d}  {stat.traceback[0]}")
+        tmp = Path(path + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)  # whole, so a reader waiting for the file never sees half of it
+
+    signal.signal(signal.SIGUSR1, dump)

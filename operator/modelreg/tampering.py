@@ -42,6 +42,25 @@ def foreign_status_writer(obj: Obj, names: Sequence[str] = REMEMBERED) -> str | 
     return None
 
 
+def evidence(meta: Obj) -> list[Obj]:
+    """The part of `meta`'s managedFields that `foreign_status_writer` reads: other
+    managers' entries for the status subresource, with only the remembered fields.
+    What the watch-fed cache keeps of a ModelVersion's or RegisteredModel's
+    managedFields (`handlers`, `kube.list_for_cache`): the rest, the owner of every
+    field of spec and status, is a large part of each object and never read."""
+    kept: list[Obj] = []
+    for entry in meta.get("managedFields") or []:
+        if entry.get("subresource") != "status" or entry.get("manager") == FIELD_MANAGER:
+            continue
+        fields = ((entry.get("fieldsV1") or {}).get("f:status")) or {}
+        remembered: Obj = {f"f:{name}": {} for name in REMEMBERED if f"f:{name}" in fields}
+        if remembered:
+            kept.append(
+                {"manager": entry.get("manager"), "subresource": "status", "fieldsV1": {"f:status": remembered}}
+            )
+    return kept
+
+
 def restore(obj: Obj, status: ModelVersionStatus) -> tuple[ModelVersionStatus, str] | None:
     """The status to believe and what was wrong, when somebody else wrote a remembered
     field to something the operator's own records do not give; None when nothing was."""

@@ -193,3 +193,46 @@ def test_an_event_older_than_the_primed_object_is_ignored() -> None:
     snap = c.snapshot((NS, "m"))
     assert snap is not None
     assert snap.versions[0]["status"]["stage"] == "Production"
+
+
+def test_what_the_cache_keeps_is_the_object_less_managed_fields_with_its_strings_shared() -> None:
+    """Issue 11, memory: each watch event is parsed on its own, so without `compact`
+    every cached version held its own copy of every key and repeated value, and all
+    of its managedFields (which only `tampering` reads)."""
+    import json
+
+    from modelreg import tampering
+
+    def parsed(name: str) -> dict[str, Any]:  # as a watch event gives it: a parse of its own
+        obj = version(name, stage="Staging")
+        obj["metadata"]["managedFields"] = [
+            {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {"f:model": {}}}},
+            {"manager": "modelreg", "subresource": "status", "fieldsV1": {"f:status": {"f:stage": {}}}},
+            {"manager": "kubectl-patch", "subresource": "status", "fieldsV1": {"f:status": {"f:stage": {}}}},
+        ]
+        obj["status"]["conditions"] = [
+            {"type": "Ready", "reason": "Ready", "lastTransitionTime": "2026-12-01T00:00:00Z"}
+        ]
+        return dict(json.loads(json.dumps(obj)))
+
+    c = warm()
+    for name in ("v1", "v2"):
+        c.put(cache.VERSION, parsed(name))
+        c.put(cache.DEPLOYMENT, deployment(f"{name}-d") | {"metadata": deployment(f"{name}-d")["metadata"] | {
+            "managedFields": [{"manager": "modelreg", "fieldsV1": {"f:spec": {}}}]}})  # fmt: skip
+    snap = c.snapshot((NS, "m"))
+    assert snap is not None
+    one, two = snap.versions
+    # The object as it was, but for managedFields: of those only the forged status entry's remembered field.
+    expected = parsed("v1")
+    expected["metadata"]["managedFields"] = [
+        {"manager": "kubectl-patch", "subresource": "status", "fieldsV1": {"f:status": {"f:stage": {}}}}
+    ]
+    assert one == expected
+    assert tampering.foreign_status_writer(one) == "kubectl-patch"
+    assert all("managedFields" not in d["metadata"] for d in snap.deployments.values())
+    # One string object for what both versions say, keys and values alike.
+    (key_one,), (key_two,) = (list(c["conditions"][0])[2:] for c in (one["status"], two["status"]))
+    assert key_one is key_two
+    assert one["status"]["conditions"][0]["lastTransitionTime"] is two["status"]["conditions"][0]["lastTransitionTime"]
+    assert one["spec"]["model"] is two["spec"]["model"]

@@ -44,3 +44,21 @@ def test_clients_for_other_credentials_share_one_session() -> None:
     assert alone._loader is not first._loader  # another Verifier, another Session: what the check can tell
     v.close()
     other.close()
+
+
+def test_the_operator_loads_no_typed_kubernetes_api_class_for_its_own_calls() -> None:
+    """`kube` calls the API by path with plain JSON: importing CoreV1Api and the other
+    typed classes loaded ~330 pydantic model classes (~29 MiB, bench/operator_memory.py).
+    Leader election keeps the library's Lease lock, and with it the Lease API and models."""
+    code = (
+        "import sys\n"
+        "import modelreg.running, modelreg.handlers, modelreg.cli, modelreg.kube, modelreg.reconciling\n"
+        "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('kubernetes.client.api.')))\n"
+        "print(sum(m.startswith('kubernetes.client.models.') for m in sys.modules))\n"
+    )
+    env = dict(os.environ) | {"PYTHONPATH": str(REPO / "operator")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    apis, models = out.stdout.splitlines()
+    assert apis == "['coordination_v1_api']"
+    assert int(models) < 30  # the Lease's and Status's own, not every kind's

@@ -69,3 +69,30 @@ def test_a_forged_stage_is_restored_and_an_unchanged_one_is_left() -> None:
     assert "status.stage was set to Production by kubectl-patch" in found[1]
     honest = status.model_copy(update={"stage": Stage.STAGING})
     assert tampering.restore(forged, honest) is None  # the same value the history gives: nothing to restore
+
+
+def test_the_cache_keeps_of_managed_fields_exactly_what_tells_a_forgery() -> None:
+    """The watch-fed cache keeps only `evidence` of a version's managedFields (issue 11,
+    memory): every question `foreign_status_writer` asks gets the same answer from it."""
+    spec = entry("kubectl-client-side-apply", "f:stage", subresource="")
+    ours = entry("modelreg", "f:stage", "f:history", "f:conditions", "f:artifact")
+    cases = [
+        [spec, ours],
+        [spec, ours, entry("kubectl-patch", "f:conditions", "f:phase")],
+        [ours, entry("kubectl-patch", "f:stage", "f:conditions")],
+        [ours, entry("script", "f:validation"), entry("kubectl-patch", "f:productionRequestedAt")],
+        [{"operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {"f:stage": {}}}}],  # no manager
+        [],
+    ]
+    for fields in cases:
+        meta = {"managedFields": fields}
+        kept = {"metadata": {"managedFields": tampering.evidence(meta)}}
+        for names in (tampering.REMEMBERED, tampering.STAGE_FIELDS, tampering.VALIDATION_FIELDS):
+            assert tampering.foreign_status_writer(kept, names) == tampering.foreign_status_writer(
+                {"metadata": meta}, names
+            )
+    # Nothing is kept where nobody else wrote a remembered field: the common case costs nothing.
+    assert tampering.evidence({"managedFields": [spec, ours, entry("kubectl-patch", "f:conditions")]}) == []
+    assert tampering.evidence({"managedFields": [ours, entry("kubectl-patch", "f:stage", "f:conditions")]}) == [
+        {"manager": "kubectl-patch", "subresource": "status", "fieldsV1": {"f:status": {"f:stage": {}}}}
+    ]
