@@ -193,3 +193,37 @@ def test_an_event_older_than_the_primed_object_is_ignored() -> None:
     snap = c.snapshot((NS, "m"))
     assert snap is not None
     assert snap.versions[0]["status"]["stage"] == "Production"
+
+
+def test_the_stamp_moves_with_every_change_of_the_models_objects_and_only_then() -> None:
+    c = warm()
+    c.put(cache.VERSION, version("v1"))
+    c.put(cache.DEPLOYMENT, deployment("d1"))
+    c.put(cache.VERSION, version("o1", model="other"))
+    before = c.stamp((NS, "m"))
+    assert c.snapshot((NS, "m")).stamp == before  # type: ignore[union-attr]
+    c.put(cache.VERSION, version("v1"))  # a relist shows it again, unchanged
+    c.put(cache.VERSION, version("o1", model="other", rv="2"))  # another model's change
+    assert c.stamp((NS, "m")) == before
+    hpa = {"metadata": {"namespace": NS, "name": "h", "resourceVersion": "1"},
+           "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "d1"}}}  # fmt: skip
+    changes: list[Any] = [
+        lambda: c.put(cache.VERSION, version("v1", rv="2")),
+        lambda: c.put(cache.DEPLOYMENT, deployment("d1", rv="2")),
+        lambda: c.put(cache.VERSION, version("v2")),  # a new version
+        lambda: c.remove(cache.DEPLOYMENT, NS, "d1"),
+        lambda: c.put(cache.HPA, hpa),  # the namespace's autoscalers
+    ]
+    for change in changes:
+        stamp = c.stamp((NS, "m"))
+        change()
+        assert c.stamp((NS, "m")) != stamp
+
+
+def test_a_model_deleted_and_created_again_never_gets_an_old_stamp_back() -> None:
+    c = warm()
+    c.put(cache.VERSION, version("v1"))
+    first = c.stamp((NS, "m"))
+    c.remove(cache.VERSION, NS, "v1")
+    c.put(cache.VERSION, version("v1"))
+    assert c.stamp((NS, "m")) not in (first, (0, 0))
