@@ -77,17 +77,35 @@ def proc_stats(pid: int) -> tuple[float, float, float]:
     return rss, peak, cpu
 
 
-def operator_requests(audit_log: str, *, after: int) -> dict[str, int]:
-    """Requests by the operator (its client and Kopf's) from byte `after` of the
-    audit log on, by verb (watches are not recorded)."""
+def operator_requests(audit_log: str, *, after: int, until: int | None = None,
+                      by: str = "verb") -> dict[str, int]:  # fmt: skip
+    """Requests by the operator (its client and Kopf's) between bytes `after` and
+    `until` of the audit log, by verb (`by="resource"`: by verb and resource,
+    subresource); watches are not recorded."""
     counts: dict[str, int] = {}
-    with open(audit_log) as f:
+    with open(audit_log, "rb") as f:
         f.seek(after)
+        position = after
         for line in f:
+            position += len(line)
+            if until is not None and position > until:
+                break
             entry = json.loads(line)
             if entry.get("stage") == "ResponseComplete" and str(entry.get("userAgent", "")).startswith(OPERATOR_AGENTS):
-                counts[entry["verb"]] = counts.get(entry["verb"], 0) + 1
+                key = entry["verb"]
+                if by == "resource":
+                    ref = entry.get("objectRef") or {}
+                    key += " " + "/".join(filter(None, (ref.get("resource"), ref.get("subresource"))))
+                counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+CLUSTER_PROCESSES = ("kube-apiserver", "etcd", "s3")
+
+
+def cluster_cpu(state: cluster.ClusterState) -> dict[str, float]:
+    """CPU seconds so far of the control plane's processes that serve the operator."""
+    return {name: proc_stats(p.pid)[2] for name, p in state.processes.items() if name in CLUSTER_PROCESSES}
 
 
 def converged(api: CustomObjectsApi, expected: int) -> int:
@@ -102,19 +120,20 @@ def converged(api: CustomObjectsApi, expected: int) -> int:
     return done
 
 
-def run(models: int, *, idle_seconds: float, timeout: float) -> dict[str, float]:
+def run(models: int, *, idle_seconds: float, timeout: float, keep_log: str | None = None) -> dict[str, float]:
     bins = building.ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="modelreg-scale-") as tmp:
         state = cluster.up(Path(tmp) / "cluster", bins=bins, with_registry=False, tie_to_parent=True,
                            log=lambda *_: None)  # fmt: skip
         try:
-            return _measure(bins, state, Path(tmp), models, idle_seconds=idle_seconds, timeout=timeout)
+            return _measure(bins, state, Path(tmp), models, idle_seconds=idle_seconds, timeout=timeout,
+                            keep_log=keep_log)  # fmt: skip
         finally:
             cluster.down(Path(tmp) / "cluster")
 
 
 def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, models: int, *,
-             idle_seconds: float, timeout: float) -> dict[str, float]:  # fmt: skip
+             idle_seconds: float, timeout: float, keep_log: str | None) -> dict[str, float]:  # fmt: skip
     crds = tmp / "crds"
     write_crds(crds)
     kubectl(bins, state, "apply", "--server-side", "-f", str(crds))
@@ -134,6 +153,9 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
     api = CustomObjectsApi(kube.new_client(state.kubeconfig, user_agent="bench"))
 
     argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE]
+    time.sleep(1.5)  # the audit log is written in batches of up to 1 s
+    start_offset = os.path.getsize(state.audit_log)
+    cpu_at_start = cluster_cpu(state)
     started = time.monotonic()
     proc = processes.start("operator", argv, log=tmp / "operator.log", env=os.environ | state.env(),
                            tie_to_parent=True)  # fmt: skip
@@ -146,10 +168,12 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
             time.sleep(1.0)
         converge = time.monotonic() - started
         rss, peak, cpu = proc_stats(proc.pid)
+        cpu_at_converged = cluster_cpu(state)
         # Settle: the last reconciles, artifact checks, Events; then an idle window.
         time.sleep(10)
         time.sleep(1.5)  # the audit log is written in batches of up to 1 s
         offset = os.path.getsize(state.audit_log)
+        converge_requests = operator_requests(state.audit_log, after=start_offset, until=offset, by="resource")
         _, _, cpu_before = proc_stats(proc.pid)
         time.sleep(idle_seconds)
         _, _, cpu_after = proc_stats(proc.pid)
@@ -159,6 +183,9 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
     finally:
         processes.stop(proc)
     log = Path(proc.log).read_text(errors="replace")
+    if keep_log is not None:
+        Path(keep_log).mkdir(parents=True, exist_ok=True)
+        (Path(keep_log) / f"operator-{models}.log").write_text(log)
     per_minute = 60.0 / idle_seconds
     return {
         "versions": expected,
@@ -171,6 +198,10 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
         "idle_cpu_s_per_min": (cpu_after - cpu_before) * per_minute,
         "stale_requeues": log.count("changed while it was reconciled"),
         "failed_reconciles": log.count("failed; retrying"),
+        # Where the converge time went: CPU of the processes sharing the machine's cores.
+        **{f"converge_cpu_{name}": cpu_at_converged[name] - cpu_at_start[name] for name in cpu_at_start},
+        # The operator's requests from its start until 10 s after convergence, by verb and resource.
+        **{f"requests {k}": float(n) for k, n in sorted(converge_requests.items())},
     }
 
 
@@ -183,6 +214,12 @@ def report(r: dict[str, float]) -> None:
           f"   {r['idle_writes_per_min']:.0f} writes/min   {r['idle_cpu_s_per_min']:.2f} CPU-s/min")  # fmt: skip
     print(f"        reconciles planned from an outdated read (409, requeued): {r.get('stale_requeues', 0):.0f}"
           f"   failed: {r.get('failed_reconciles', 0):.0f}")  # fmt: skip
+    others = "   ".join(f"{k.removeprefix('converge_cpu_')} {v:.1f}" for k, v in r.items()
+                        if k.startswith("converge_cpu_"))  # fmt: skip
+    print(f"        CPU-s while converging: operator {r['cpu_s']:.1f}   {others}")
+    requests = "   ".join(f"{k.removeprefix('requests ')} {v:.0f} ({v / n:.2f}/version)" for k, v in r.items()
+                          if k.startswith("requests "))  # fmt: skip
+    print(f"        operator requests until settled: {requests}")
     sys.stdout.flush()
 
 
@@ -191,10 +228,11 @@ def main() -> None:
     parser.add_argument("models", type=int, nargs="*", default=[100, 500, 1000], help="models (x 10 versions)")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="the idle window measured")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up converging after this long")
+    parser.add_argument("--keep-log", metavar="DIR", help="keep the operator's log of each run in DIR")
     args = parser.parse_args()
     results = []
     for models in args.models:
-        results.append(run(models, idle_seconds=args.idle_seconds, timeout=args.timeout))
+        results.append(run(models, idle_seconds=args.idle_seconds, timeout=args.timeout, keep_log=args.keep_log))
         report(results[-1])
     if len(results) > 1:
         first, last = results[0], results[-1]
