@@ -136,11 +136,30 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # Should a change handler ever be added, its state goes to status (never
     # compared by GitOps tools), not to annotations.
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Only our own Deployments, Services and Jobs are sent by the API server: a cluster
     # with many unrelated ones costs neither memory nor CPU here.
     for group, plural in (("apps", "deployments"), ("", "services"), ("batch", "jobs")):
         settings.watching.label_selectors[group, plural] = OWNED_SELECTOR
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: Kopf builds one for every watch event (a deep copy of the object
+    without its status) for change handlers to diff against, and this operator has
+    none (module docstring; a unit test keeps it so). The copy was pure cost: about
+    a fifth of Kopf's CPU per event, 8% of the operator's while 10,000 versions
+    converge (each status write comes back as an event). Should a change handler
+    be added, it needs `kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")`
+    again, never an annotation (module docstring)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def _seen(memo: Runtime, kind: str, event_type: str | None, body: kopf.Body) -> None:
