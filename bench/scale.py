@@ -153,20 +153,22 @@ class Convergence:
         return sum(self.done.values())
 
 
-def run(models: int, *, idle_seconds: float, timeout: float, keep_log: str | None = None) -> dict[str, float]:
+def run(models: int, *, idle_seconds: float, timeout: float, keep_log: str | None = None,
+        operator_args: tuple[str, ...] = ()) -> dict[str, float]:  # fmt: skip
     bins = building.ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="modelreg-scale-") as tmp:
         state = cluster.up(Path(tmp) / "cluster", bins=bins, with_registry=False, tie_to_parent=True,
                            log=lambda *_: None)  # fmt: skip
         try:
             return _measure(bins, state, Path(tmp), models, idle_seconds=idle_seconds, timeout=timeout,
-                            keep_log=keep_log)  # fmt: skip
+                            keep_log=keep_log, operator_args=operator_args)  # fmt: skip
         finally:
             cluster.down(Path(tmp) / "cluster")
 
 
 def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, models: int, *,
-             idle_seconds: float, timeout: float, keep_log: str | None) -> dict[str, float]:  # fmt: skip
+             idle_seconds: float, timeout: float, keep_log: str | None,
+             operator_args: tuple[str, ...]) -> dict[str, float]:  # fmt: skip
     crds = tmp / "crds"
     write_crds(crds)
     kubectl(bins, state, "apply", "--server-side", "-f", str(crds))
@@ -185,7 +187,7 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
     expected = models * VERSIONS
     api = CustomObjectsApi(kube.new_client(state.kubeconfig, user_agent="bench"))
 
-    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE]
+    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE, *operator_args]
     convergence = Convergence(api)
     time.sleep(1.5)  # the audit log is written in batches of up to 1 s
     start_offset = os.path.getsize(state.audit_log)
@@ -269,10 +271,23 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="the idle window measured")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up converging after this long")
     parser.add_argument("--keep-log", metavar="DIR", help="keep the operator's log of each run in DIR")
+    parser.add_argument(
+        "--recheck-seconds",
+        type=float,
+        help="the operator's artifact re-check period (its default: 300 s, past the idle windows)",
+    )
     args = parser.parse_args()
     results = []
     for models in args.models:
-        results.append(run(models, idle_seconds=args.idle_seconds, timeout=args.timeout, keep_log=args.keep_log))
+        results.append(
+            run(
+                models,
+                idle_seconds=args.idle_seconds,
+                timeout=args.timeout,
+                keep_log=args.keep_log,
+                operator_args=("--recheck-seconds", str(args.recheck_seconds)) if args.recheck_seconds else (),
+            )
+        )
         report(results[-1])
     if len(results) > 1:
         first, last = results[0], results[-1]
