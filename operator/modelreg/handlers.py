@@ -327,8 +327,8 @@ async def _resync(memo: Runtime) -> None:
     reconcile that read the API instead of the cache. What time alone changes for
     a settled model has a trigger of its own: artifact re-checks, and retries of
     failed checks, queue their model from the verifier's `verify-due` thread when
-    they come due, and a finished check queues it again with its result (so when
-    `wake_rechecks` is off, nothing is skipped); Kubernetes itself times rollouts
+    they come due, and a finished check whose result changes what status says
+    queues it again (so when `wake_rechecks` is off, nothing is skipped); Kubernetes itself times rollouts
     (`ProgressDeadlineExceeded` arrives as a Deployment event) and validation Jobs
     (`activeDeadlineSeconds`, a Job event). Secrets are read as storage
     credentials, not watched: a change reaches a settled model at its next

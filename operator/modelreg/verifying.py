@@ -34,7 +34,9 @@ holds a reconcile worker. The per-version records are keyed by (version uid,
 generation); a record has at most one check running, and one lock guards them
 all, held for dictionary work only, never across I/O. When a check ends, its
 record takes the result and `notify(model key)` adds the model to the work queue
-(`WorkQueue.add` is safe from any thread), so a reconcile picks the result up.
+(`WorkQueue.add` is safe from any thread), so a reconcile picks the result up;
+unless the result is what status already says (`_confirms`: a re-check of an
+unchanged artifact), which a reconcile would only re-plan to write nothing.
 Records of versions gone, or of a model not reconciled for a long while (a
 deleted one), are dropped, so memory follows what exists.
 boto3 clients are thread-safe: one per (endpoint, region, credentials) is built
