@@ -8,6 +8,10 @@ per idle minute (from the API server's audit log, which records GETs and LISTs o
 the kinds the operator reads, and every write, over both idle windows) with its CPU
 seconds in the first idle window and in the next one (by then a resync has
 re-planned each model once since it converged); then time and RSS per version.
+Artifact re-checks (one HEAD per version about every 300 s, counted from its
+verification) fall into the idle windows once converging takes longer than about
+four minutes (5,000 versions and up on a loaded machine): `--recheck-seconds 3600`
+leaves them out, `--recheck-seconds 30` measures what they cost.
 
 Models are registry-only (no spec.serving): the figure is the operator's own cost
 per version (parse, verify the artifact by one HEAD against the store checksum,
