@@ -1,10 +1,17 @@
 """How does the operator cope with many versions? Registers MODELS models x 10
 versions on the local control plane before the operator starts, then starts it and
 prints: the time from its start to every version converged (status observed and at
-its asked stage), its RSS (now and peak) and CPU seconds, and, once settled, the API
-requests it makes per idle minute (from the API server's audit log, which records
-GETs and LISTs of the kinds the operator reads, and every write) with its CPU
-seconds per idle minute; then time and RSS per version.
+its asked stage), its RSS (now and peak) and CPU seconds, the CPU seconds the API
+server, etcd and S3 spent meanwhile (they share the machine's cores) and the
+operator's requests by verb and resource; once settled, the API requests it makes
+per idle minute (from the API server's audit log, which records GETs and LISTs of
+the kinds the operator reads, and every write, over both idle windows) with its CPU
+seconds in the first idle window and in the next one (by then a resync has
+re-planned each model once since it converged); then time and RSS per version.
+Artifact re-checks (one HEAD per version about every 300 s, counted from its
+verification) fall into the idle windows once converging takes longer than about
+four minutes (5,000 versions and up on a loaded machine): `--recheck-seconds 3600`
+leaves them out, `--recheck-seconds 30` measures what they cost.
 
 Models are registry-only (no spec.serving): the figure is the operator's own cost
 per version (parse, verify the artifact by one HEAD against the store checksum,
@@ -28,12 +35,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kubernetes import watch
 from kubernetes.client import CustomObjectsApi
 
 from modelreg import artifacts, kube
@@ -83,45 +92,93 @@ def proc_stats(pid: int) -> tuple[float, float, float]:
     return rss, peak, cpu
 
 
-def operator_requests(audit_log: str, *, after: int) -> dict[str, int]:
-    """Requests by the operator (its client and Kopf's) from byte `after` of the
-    audit log on, by verb (watches are not recorded)."""
+def operator_requests(audit_log: str, *, after: int, until: int | None = None,
+                      by: str = "verb") -> dict[str, int]:  # fmt: skip
+    """Requests by the operator (its client and Kopf's) between bytes `after` and
+    `until` of the audit log, by verb (`by="resource"`: by verb and resource,
+    subresource); watches are not recorded."""
     counts: dict[str, int] = {}
-    with open(audit_log) as f:
+    with open(audit_log, "rb") as f:
         f.seek(after)
+        position = after
         for line in f:
+            position += len(line)
+            if until is not None and position > until:
+                break
             entry = json.loads(line)
             if entry.get("stage") == "ResponseComplete" and str(entry.get("userAgent", "")).startswith(OPERATOR_AGENTS):
-                counts[entry["verb"]] = counts.get(entry["verb"], 0) + 1
+                key = entry["verb"]
+                if by == "resource":
+                    ref = entry.get("objectRef") or {}
+                    key += " " + "/".join(filter(None, (ref.get("resource"), ref.get("subresource"))))
+                counts[key] = counts.get(key, 0) + 1
     return counts
 
 
-def converged(api: CustomObjectsApi, expected: int) -> int:
-    """How many versions have a status that describes their spec and shows their asked stage."""
-    listed = api.list_namespaced_custom_object("modelreg.dev", "v1alpha1", NAMESPACE, "modelversions")
-    done = 0
-    for item in listed.get("items", []):
-        status = item.get("status") or {}
-        if (status.get("observedGeneration") == item["metadata"].get("generation")
-                and status.get("stage") == item["spec"]["stage"]):  # fmt: skip
-            done += 1
-    return done
+CLUSTER_PROCESSES = ("kube-apiserver", "etcd", "s3")
 
 
-def run(models: int, *, idle_seconds: float, timeout: float, tracemalloc: str | None = None) -> dict[str, float]:
+def cluster_cpu(state: cluster.ClusterState) -> dict[str, float]:
+    """CPU seconds so far of the control plane's processes that serve the operator."""
+    return {name: proc_stats(p.pid)[2] for name, p in state.processes.items() if name in CLUSTER_PROCESSES}
+
+
+def _done(item: dict[str, Any]) -> bool:
+    """A version whose status describes its spec and shows its asked stage."""
+    status = item.get("status") or {}
+    return bool(status.get("observedGeneration") == item["metadata"].get("generation")
+                and status.get("stage") == item["spec"]["stage"])  # fmt: skip
+
+
+class Convergence:
+    """How many versions have converged, followed by a watch (one LIST, then events):
+    polling with a LIST of every version each second costs the API server, which
+    shares the cores with the operator, as much as a good part of the operator's work."""
+
+    def __init__(self, api: CustomObjectsApi) -> None:
+        self.api = api
+        self.done: dict[str, bool] = {}
+        self.error: BaseException | None = None
+        listed = api.list_namespaced_custom_object("modelreg.dev", "v1alpha1", NAMESPACE, "modelversions")
+        for item in listed.get("items", []):
+            self.done[item["metadata"]["name"]] = _done(item)
+        self._version = listed["metadata"]["resourceVersion"]
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        try:
+            stream = watch.Watch().stream(self.api.list_namespaced_custom_object, "modelreg.dev", "v1alpha1",
+                                          NAMESPACE, "modelversions", resource_version=self._version,
+                                          timeout_seconds=3600)  # fmt: skip
+            for event in stream:
+                item = event["object"]
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self.done[item["metadata"]["name"]] = _done(item)
+        except BaseException as exc:  # shown by `count`
+            self.error = exc
+
+    def count(self) -> int:
+        if self.error is not None:
+            raise RuntimeError(f"the watch of versions failed: {self.error!r}")
+        return sum(self.done.values())
+
+
+def run(models: int, *, idle_seconds: float, timeout: float, keep_log: str | None = None,
+        operator_args: tuple[str, ...] = (), tracemalloc: str | None = None) -> dict[str, float]:  # fmt: skip
     bins = building.ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="modelreg-scale-") as tmp:
         state = cluster.up(Path(tmp) / "cluster", bins=bins, with_registry=False, tie_to_parent=True,
                            log=lambda *_: None)  # fmt: skip
         try:
             return _measure(bins, state, Path(tmp), models, idle_seconds=idle_seconds, timeout=timeout,
-                            tracemalloc=tracemalloc)  # fmt: skip
+                            keep_log=keep_log, operator_args=operator_args, tracemalloc=tracemalloc)  # fmt: skip
         finally:
             cluster.down(Path(tmp) / "cluster")
 
 
 def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, models: int, *,
-             idle_seconds: float, timeout: float, tracemalloc: str | None) -> dict[str, float]:  # fmt: skip
+             idle_seconds: float, timeout: float, keep_log: str | None,
+             operator_args: tuple[str, ...], tracemalloc: str | None) -> dict[str, float]:  # fmt: skip
     crds = tmp / "crds"
     write_crds(crds)
     kubectl(bins, state, "apply", "--server-side", "-f", str(crds))
@@ -140,30 +197,40 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
     expected = models * VERSIONS
     api = CustomObjectsApi(kube.new_client(state.kubeconfig, user_agent="bench"))
 
-    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE]
+    argv = [sys.executable, "-m", "modelreg", "run", "--namespace", NAMESPACE, *operator_args]
     env = os.environ | state.env()
     if tracemalloc:
         profile = Path(f"{tracemalloc}-{models}")
         profile.unlink(missing_ok=True)
         env |= {"PYTHONTRACEMALLOC": "1", PROFILE_ENV: str(profile)}
+    convergence = Convergence(api)
+    time.sleep(1.5)  # the audit log is written in batches of up to 1 s
+    start_offset = os.path.getsize(state.audit_log)
+    cpu_at_start = cluster_cpu(state)
     started = time.monotonic()
     proc = processes.start("operator", argv, log=tmp / "operator.log", env=env, tie_to_parent=True)
     try:
-        while (done := converged(api, expected)) < expected:
+        while (done := convergence.count()) < expected:
             if not proc.alive():
                 raise RuntimeError(processes.tail(proc.log))
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"{done} of {expected} versions converged in {timeout:.0f}s")
-            time.sleep(1.0)
+            time.sleep(0.2)
         converge = time.monotonic() - started
         rss, peak, cpu = proc_stats(proc.pid)
+        cpu_at_converged = cluster_cpu(state)
         # Settle: the last reconciles, artifact checks, Events; then an idle window.
         time.sleep(10)
         time.sleep(1.5)  # the audit log is written in batches of up to 1 s
         offset = os.path.getsize(state.audit_log)
+        converge_requests = operator_requests(state.audit_log, after=start_offset, until=offset, by="resource")
         _, _, cpu_before = proc_stats(proc.pid)
         time.sleep(idle_seconds)
         _, _, cpu_after = proc_stats(proc.pid)
+        # A second window: by then a resync has passed since the last model converged,
+        # and re-planned each once (a reconcile that wrote is confirmed by the next).
+        time.sleep(idle_seconds)
+        _, _, cpu_steady = proc_stats(proc.pid)
         time.sleep(1.5)
         idle = operator_requests(state.audit_log, after=offset)
         idle_rss, idle_peak, _ = proc_stats(proc.pid)
@@ -177,6 +244,9 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
     finally:
         processes.stop(proc)
     log = Path(proc.log).read_text(errors="replace")
+    if keep_log is not None:
+        Path(keep_log).mkdir(parents=True, exist_ok=True)
+        (Path(keep_log) / f"operator-{models}.log").write_text(log)
     per_minute = 60.0 / idle_seconds
     return {
         "versions": expected,
@@ -184,11 +254,16 @@ def _measure(bins: building.Binaries, state: cluster.ClusterState, tmp: Path, mo
         "rss_mib": max(rss, idle_rss),
         "peak_rss_mib": max(peak, idle_peak),
         "cpu_s": cpu,
-        "idle_reads_per_min": (idle.get("get", 0) + idle.get("list", 0)) * per_minute,
-        "idle_writes_per_min": sum(n for v, n in idle.items() if v not in ("get", "list")) * per_minute,
+        "idle_reads_per_min": (idle.get("get", 0) + idle.get("list", 0)) * per_minute / 2,  # (two windows)
+        "idle_writes_per_min": sum(n for v, n in idle.items() if v not in ("get", "list")) * per_minute / 2,
         "idle_cpu_s_per_min": (cpu_after - cpu_before) * per_minute,
+        "steady_cpu_s_per_min": (cpu_steady - cpu_after) * per_minute,
         "stale_requeues": log.count("changed while it was reconciled"),
         "failed_reconciles": log.count("failed; retrying"),
+        # Where the converge time went: CPU of the processes sharing the machine's cores.
+        **{f"converge_cpu_{name}": cpu_at_converged[name] - cpu_at_start[name] for name in cpu_at_start},
+        # The operator's requests from its start until 10 s after convergence, by verb and resource.
+        **{f"requests {k}": float(n) for k, n in sorted(converge_requests.items())},
     }
 
 
@@ -198,9 +273,16 @@ def report(r: dict[str, float]) -> None:
           f"   RSS {r['rss_mib']:.0f} MiB (peak {r['peak_rss_mib']:.0f}; "
           f"{r['peak_rss_mib'] / n * 1024:.1f} KiB/version)   CPU {r['cpu_s']:.1f} s")  # fmt: skip
     print(f"        idle: {r['idle_reads_per_min']:.0f} API reads/min (GET+LIST; target 0 beyond watches)"
-          f"   {r['idle_writes_per_min']:.0f} writes/min   {r['idle_cpu_s_per_min']:.2f} CPU-s/min")  # fmt: skip
+          f"   {r['idle_writes_per_min']:.0f} writes/min   {r['idle_cpu_s_per_min']:.2f} CPU-s/min"
+          f" (the next window: {r.get('steady_cpu_s_per_min', 0):.2f})")  # fmt: skip
     print(f"        reconciles planned from an outdated read (409, requeued): {r.get('stale_requeues', 0):.0f}"
           f"   failed: {r.get('failed_reconciles', 0):.0f}")  # fmt: skip
+    others = "   ".join(f"{k.removeprefix('converge_cpu_')} {v:.1f}" for k, v in r.items()
+                        if k.startswith("converge_cpu_"))  # fmt: skip
+    print(f"        CPU-s while converging: operator {r['cpu_s']:.1f}   {others}")
+    requests = "   ".join(f"{k.removeprefix('requests ')} {v:.0f} ({v / n:.2f}/version)" for k, v in r.items()
+                          if k.startswith("requests "))  # fmt: skip
+    print(f"        operator requests until settled: {requests}")
     sys.stdout.flush()
 
 
@@ -210,10 +292,25 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="the idle window measured")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up converging after this long")
     parser.add_argument("--tracemalloc", metavar="FILE", help="write the operator's held allocations to FILE-<models>")
+    parser.add_argument("--keep-log", metavar="DIR", help="keep the operator's log of each run in DIR")
+    parser.add_argument(
+        "--recheck-seconds",
+        type=float,
+        help="the operator's artifact re-check period (its default: 300 s, past the idle windows)",
+    )
     args = parser.parse_args()
     results = []
     for models in args.models:
-        results.append(run(models, idle_seconds=args.idle_seconds, timeout=args.timeout, tracemalloc=args.tracemalloc))
+        results.append(
+            run(
+                models,
+                idle_seconds=args.idle_seconds,
+                timeout=args.timeout,
+                keep_log=args.keep_log,
+                tracemalloc=args.tracemalloc,
+                operator_args=("--recheck-seconds", str(args.recheck_seconds)) if args.recheck_seconds else (),
+            )
+        )
         report(results[-1])
     if len(results) > 1:
         first, last = results[0], results[-1]

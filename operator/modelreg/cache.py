@@ -68,6 +68,9 @@ from modelreg import tampering
 
 Obj = dict[str, Any]
 ModelKey = tuple[str, str]  # (namespace, model name)
+# What a model's cached inputs looked like: (its change count, its namespace's
+# autoscalers' change count). Equal stamps: nothing a reconcile reads from here changed.
+Stamp = tuple[int, int]
 
 MODEL = "RegisteredModel"
 VERSION = "ModelVersion"
@@ -93,6 +96,7 @@ class Snapshot:
     services: dict[str, Obj]
     jobs: list[Obj]
     autoscaled: dict[str, int]  # Deployment name → the minReplicas of the HPA that scales it
+    stamp: Stamp = (0, 0)  # `Cache.stamp` when this was taken
 
 
 def model_of(kind: str, obj: Obj) -> str | None:
@@ -133,6 +137,12 @@ class Cache:
         self._distrusted: set[ModelKey] = set()
         # (namespace, model) → (kind, name) of primed objects no watch event has shown yet
         self._unconfirmed: dict[ModelKey, set[tuple[str, str]]] = {}
+        # Change counts (`stamp`): a model's, or a namespace's autoscalers', last
+        # change numbered from one counter, so a model deleted and re-created never
+        # gets back a number it had. Entries stay (an int per model ever seen).
+        self._changes = 0
+        self._model_changes: dict[ModelKey, int] = {}
+        self._hpa_changes: dict[str, int] = {}
 
     # Fed from the watches (the event loop).
 
@@ -159,10 +169,15 @@ class Cache:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         old = self._objects[kind].get(key)
+        same = False
         if old is not None and old["metadata"].get("uid") == meta.get("uid"):
             seen = old["metadata"].get("resourceVersion")
             if seen and meta.get("resourceVersion") and not _newer_or_same(meta["resourceVersion"], seen):
                 return False  # older than what is held (primed from a later LIST)
+            same = seen is not None and seen == meta.get("resourceVersion")  # a relist shows it again
+        if not same:
+            self._changed(kind, key[0], old)
+            self._changed(kind, key[0], obj)
         self._unindex(kind, key)
         self._objects[kind][key] = obj
         if (model := model_of(kind, obj)) is not None:
@@ -185,6 +200,8 @@ class Cache:
 
     def _remove(self, kind: str, namespace: str, name: str) -> None:
         old = self._objects[kind].get((namespace, name))
+        if old is not None:
+            self._changed(kind, namespace, old)
         self._unindex(kind, (namespace, name))
         self._objects[kind].pop((namespace, name), None)
         if old is not None and (model := model_of(kind, old)) is not None:
@@ -204,6 +221,17 @@ class Cache:
                     pending.discard((kind, name))
             if not pending:
                 self._unconfirmed.pop(model, None)
+
+    def _changed(self, kind: str, namespace: str, obj: Obj | None) -> None:
+        """Count a change of `obj` (as it was, or as it is now: a version moved to
+        another model changes both) for the stamp of the model it belongs to."""
+        if obj is None:
+            return
+        self._changes += 1
+        if kind == HPA:
+            self._hpa_changes[namespace] = self._changes
+        elif (model := model_of(kind, obj)) is not None:
+            self._model_changes[(namespace, model)] = self._changes
 
     def _unindex(self, kind: str, key: tuple[str, str]) -> None:
         old = self._objects[kind].get(key)
@@ -284,7 +312,17 @@ class Cache:
                 services={s["metadata"]["name"]: s for s in self._of(SERVICE, model)},
                 jobs=self._of(JOB, model),
                 autoscaled=self._autoscaled(namespace),
+                stamp=self._stamp(model),
             )
+
+    def stamp(self, model: ModelKey) -> Stamp:
+        """Where the model's cached inputs stand: a reconcile that planned from a
+        snapshot with this stamp saw everything of the cache that is there now."""
+        with self._lock:
+            return self._stamp(model)
+
+    def _stamp(self, model: ModelKey) -> Stamp:
+        return (self._model_changes.get(model, 0), self._hpa_changes.get(model[0], 0))
 
     def _of(self, kind: str, model: ModelKey) -> list[Obj]:
         objects = self._objects[kind]

@@ -68,6 +68,12 @@ class Outcome:
     # Seconds spent in each step, in order (`Laps`): logged at debug level by
     # `handlers`, read by bench/stage_change_latency.py to say where the time goes.
     laps: dict[str, float] = field(default_factory=dict)
+    # The cache's stamp this reconcile planned from, when it ended settled: read
+    # only from the cache, wrote nothing, needs no retry and depends on nothing the
+    # cache does not hold (Pods, a name another owner holds, a validation Job under
+    # way). Re-planning from the same stamp would give the same answer; what time
+    # alone changes has timers of its own (see `handlers._resync`). None otherwise.
+    settled_at: cache.Stamp | None = None
 
 
 class Laps:
@@ -92,6 +98,7 @@ class Reads:
     owned: kube.OwnedObjects
     jobs: list[Obj] | None  # None: read from the API if needed
     cached: bool
+    stamp: cache.Stamp | None = None  # the cache's, when read from it
 
 
 def read(ctx: Context, *, namespace: str, model: str) -> Reads:
@@ -101,7 +108,7 @@ def read(ctx: Context, *, namespace: str, model: str) -> Reads:
         return Reads(state=kube.ModelState(model=snap.model, versions=snap.versions),
                      owned=kube.OwnedObjects(deployments=snap.deployments, services=snap.services,
                                              autoscaled=snap.autoscaled),
-                     jobs=snap.jobs, cached=True)  # fmt: skip
+                     jobs=snap.jobs, cached=True, stamp=snap.stamp)  # fmt: skip
     state = kube.read_model_state(ctx.client, namespace=namespace, model=model)
     owned = kube.read_owned(ctx.client, namespace=namespace, model=model, autoscaled=ctx.cache.autoscaled_in(namespace))
     jobs = None
@@ -144,6 +151,7 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     served = model_in.spec.serving if model_in is not None else None
     refusals = {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
     rollouts, unsettled = None, False
+    pods_say: dict[str, troubles.Trouble | None] = {}
     if served is not None:
         pods_say = _pod_troubles(ctx, namespace, model, inputs, owned)
         rollouts = _rollouts(model, served, inputs, owned, refusals, pods_say, now=now)
@@ -201,7 +209,22 @@ def reconcile_model(ctx: Context, *, namespace: str, model: str) -> Outcome:
     # A refusal found (or cleared) by this reconcile reaches status in the next one.
     changed = refusals != {name: r.message for name, r in ctx.refused.get((namespace, model), {}).items()}
     retry = plan.retry or plan.rolling_out is not None or changed or unsettled
-    return Outcome(writes=writes, retry=retry, before=before, after=dict(plan.versions), now=now, laps=laps.steps)
+    settled = (
+        reads.stamp is not None
+        and not retry
+        and writes == 0
+        and not events
+        and not pods_say  # every Deployment fully available: no Pod was read
+        and not ctx.refused.get((namespace, model))  # e.g. a name held by an object not watched
+        and not _validation_running(inputs)  # its Pods are read, not watched
+    )
+    return Outcome(writes=writes, retry=retry, before=before, after=dict(plan.versions), now=now,
+                   settled_at=reads.stamp if settled else None, laps=laps.steps)  # fmt: skip
+
+
+def _validation_running(inputs: list[lifecycle.VersionInput]) -> bool:
+    return any(v.status.validation is not None and v.status.validation.result is ValidationResult.RUNNING
+               for v in inputs)  # fmt: skip
 
 
 def _delete_serving(

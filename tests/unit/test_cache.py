@@ -236,3 +236,37 @@ def test_what_the_cache_keeps_is_the_object_less_managed_fields_with_its_strings
     assert key_one is key_two
     assert one["status"]["conditions"][0]["lastTransitionTime"] is two["status"]["conditions"][0]["lastTransitionTime"]
     assert one["spec"]["model"] is two["spec"]["model"]
+
+
+def test_the_stamp_moves_with_every_change_of_the_models_objects_and_only_then() -> None:
+    c = warm()
+    c.put(cache.VERSION, version("v1"))
+    c.put(cache.DEPLOYMENT, deployment("d1"))
+    c.put(cache.VERSION, version("o1", model="other"))
+    before = c.stamp((NS, "m"))
+    assert c.snapshot((NS, "m")).stamp == before  # type: ignore[union-attr]
+    c.put(cache.VERSION, version("v1"))  # a relist shows it again, unchanged
+    c.put(cache.VERSION, version("o1", model="other", rv="2"))  # another model's change
+    assert c.stamp((NS, "m")) == before
+    hpa = {"metadata": {"namespace": NS, "name": "h", "resourceVersion": "1"},
+           "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "d1"}}}  # fmt: skip
+    changes: list[Any] = [
+        lambda: c.put(cache.VERSION, version("v1", rv="2")),
+        lambda: c.put(cache.DEPLOYMENT, deployment("d1", rv="2")),
+        lambda: c.put(cache.VERSION, version("v2")),  # a new version
+        lambda: c.remove(cache.DEPLOYMENT, NS, "d1"),
+        lambda: c.put(cache.HPA, hpa),  # the namespace's autoscalers
+    ]
+    for change in changes:
+        stamp = c.stamp((NS, "m"))
+        change()
+        assert c.stamp((NS, "m")) != stamp
+
+
+def test_a_model_deleted_and_created_again_never_gets_an_old_stamp_back() -> None:
+    c = warm()
+    c.put(cache.VERSION, version("v1"))
+    first = c.stamp((NS, "m"))
+    c.remove(cache.VERSION, NS, "v1")
+    c.put(cache.VERSION, version("v1"))
+    assert c.stamp((NS, "m")) not in (first, (0, 0))

@@ -399,3 +399,23 @@ def test_a_budget_stops_a_slow_stream() -> None:
         budget.spend(artifacts.S3Location("b", "slow.bin"), 10)
     assert refused.value.reason is ArtifactReason.LIMIT_EXCEEDED
     assert "took longer" in str(refused.value)
+
+
+def test_a_recheck_that_finds_what_status_says_queues_nothing_one_that_finds_a_change_does() -> None:
+    """A reconcile after a re-check that confirms status would write nothing: the
+    model is queued only when the result differs (a replaced artifact, a failure)."""
+    status = verified_status(verified_at=NOW - datetime.timedelta(seconds=1000))
+    same = ArtifactCheck(ArtifactReason.VERIFIED, "ok", status.artifact)
+    replaced = ArtifactCheck(ArtifactReason.CHECKSUM_MISMATCH, "the digest differs")
+    for result, queued in ((same, False), (OK, True), (replaced, True)):
+        store = FakeStore(result)
+        clock = Clock()
+        v, notified = verifier(store, clock=clock, recheck_seconds=300)
+        known = fresh("1", status=status)
+        v.checks(None, namespace="ns", model=model(), versions=[known], now=NOW)
+        clock.now += 400  # overdue after a restart: due within one period
+        v.checks(None, namespace="ns", model=model(), versions=[known], now=NOW)
+        v._pool.shutdown(wait=True)  # the check has run to its end, notify included
+        assert len(store.calls) == 1
+        assert notified == ([("ns", "iris")] if queued else []), result
+        v.close()
