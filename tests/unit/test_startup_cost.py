@@ -15,6 +15,14 @@ from modelreg.verifying import Settings, Target, Verifier
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _fresh_interpreter(code: str) -> str:
+    """What `code` prints in a new Python process with the operator on its path (imports start empty)."""
+    env = dict(os.environ) | {"PYTHONPATH": str(REPO / "operator")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_the_operator_starts_without_boto3_and_loads_it_for_its_first_client() -> None:
     code = (
         "import sys\n"
@@ -26,10 +34,7 @@ def test_the_operator_starts_without_boto3_and_loads_it_for_its_first_client() -
         "print('boto3' in sys.modules)\n"
         "v.close()\n"
     )
-    env = dict(os.environ) | {"PYTHONPATH": str(REPO / "operator")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "True"]
+    assert _fresh_interpreter(code).split() == ["False", "True"]
 
 
 def test_clients_for_other_credentials_share_one_session() -> None:
@@ -56,9 +61,6 @@ def test_the_operator_loads_no_typed_kubernetes_api_class_for_its_own_calls() ->
         "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('kubernetes.client.api.')))\n"
         "print(sum(m.startswith('kubernetes.client.models.') for m in sys.modules))\n"
     )
-    env = dict(os.environ) | {"PYTHONPATH": str(REPO / "operator")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    apis, models = out.stdout.splitlines()
+    apis, models = _fresh_interpreter(code).splitlines()
     assert apis == "['coordination_v1_api']"
     assert int(models) < 30  # the Lease's and Status's own, not every kind's
