@@ -187,7 +187,8 @@ def measure_operator(state: cluster.ClusterState, bins: building.Binaries, tmp: 
         second.stop()
     # A restarted operator builds its S3 client for its first check only, and verifiedAt says
     # the artifacts were checked a moment ago: with re-checks due within seconds, that client too.
-    third = Operator(env, tmp / "operator-3.log", s3c.endpoint, "--recheck-seconds", "3")
+    third = Operator(env, tmp / "operator-3.log", s3c.endpoint, "--recheck-seconds", "3",
+                     "--recheck-undeployed-seconds", "3")  # fmt: skip
     try:
         wait_for(lambda: third.verifications() >= MODELS, f"the {MODELS} artifacts re-checked")
         rows.append(("the same, after its first re-checks", *status_mib(third.proc.pid), TARGET_FOUR))

@@ -65,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
                        default=os.environ.get("MODELREG_ALLOW_INSECURE_STORAGE", "").lower() == "true",
                        help="allow plain http storage endpoints (trusted networks, tests)")  # fmt: skip
     store.add_argument("--recheck-seconds", type=float, default=300.0,
-                       help="re-check a verified artifact about this often (one HEAD when unchanged)")  # fmt: skip
+                       help="re-check the artifact of a deployed (Staging, Production) version about this "
+                            "often (one HEAD when unchanged)")  # fmt: skip
+    store.add_argument("--recheck-undeployed-seconds", type=float, default=3600.0,
+                       help="… and that of a version not deployed (a promotion verifies it again anyway)")  # fmt: skip
     store.add_argument("--verify-workers", type=int, default=2, help="artifact checks running at once")
     store.add_argument("--verify-max-bytes", type=int, default=64 * 1024**3,
                        help="download at most this much to hash an artifact the store has no SHA-256 for")  # fmt: skip
@@ -178,6 +181,7 @@ def _run(args: argparse.Namespace) -> int:
     endpoints = [*args.storage_endpoint, *(e.strip() for e in listed.split(",") if e.strip())]
     verify = Settings(
         recheck_seconds=args.recheck_seconds,
+        recheck_undeployed_seconds=args.recheck_undeployed_seconds,
         workers=args.verify_workers,
         max_bytes=args.verify_max_bytes,
         max_seconds=args.verify_timeout_seconds,

@@ -14,19 +14,30 @@ operator needs no memory to go on serving:
   (`wait_seconds`), enough for a HEAD; a longer check is reported as
   `Verifying` (with the MiB read so far), so nothing is promoted on an older
   verdict meanwhile;
-- a verified artifact is re-checked about every `recheck_seconds`, each period
-  drawn with jitter so versions verified together drift apart. After a restart
+- a verified artifact is re-checked about every `recheck_seconds` while the
+  version is deployed (Staging or Production: its Pods fetch the artifact when
+  they start), and about every `recheck_undeployed_seconds` (an hour) otherwise.
+  Such a re-check only brings status up to date: a promotion changes the spec,
+  so the new generation is verified before anything is decided on it, and a
+  registry of 10,000 Development versions would otherwise spend a HEAD every
+  30 ms on them. Each period is drawn with jitter so versions verified together
+  drift apart. After a restart
   the first re-check of each comes at a random moment within one period (or a
   period after its verifiedAt, when that is sooner), never all at once. A
   re-check that finds the same ETag/VersionId gets the same facts back,
   verifiedAt included, so it writes nothing;
 - a failed check is retried with backoff, 1 s doubling up to
   `failure_backoff_max`.
-A check starts when a reconcile of its model asks (`checks`). So that a re-check
-runs when it comes due, not at the next resync (which queues every model at
-once, and would gather a minute's worth of re-checks into one burst), a thread
-of this module (`wake_rechecks`) keeps the due times in a heap and queues a
-model (`notify`) the moment one of its records comes due.
+A first check starts when a reconcile of its model asks (`checks`). So that a
+re-check runs when it comes due, not at the next resync (which queues every
+model at once, and would gather a minute's worth of re-checks into one burst),
+a thread of this module (`wake_rechecks`) keeps the due times in a heap. When a
+record comes due it starts the re-check itself, with the version and the S3
+client of the check before it, without a reconcile: a re-check that finds what
+status says (the usual case) then costs one HEAD and nothing else. It queues the
+model (`notify`) instead when the record has no client to reuse: the first
+re-check after a restart, the retry of a failed check (a reconcile reads a
+rotated Secret again), or a model whose storage settings changed since.
 
 Concurrency. Reconciles run on the worker threads of `handlers`; checks run on
 this module's own pool of `workers` threads, so hashing a large artifact never
@@ -90,7 +101,9 @@ _MIB = 1024 * 1024
 class Settings:
     """How the operator verifies; set by `modelreg run` flags."""
 
-    recheck_seconds: float = 300.0  # a verified artifact is re-checked (one HEAD) about this often
+    recheck_seconds: float = 300.0  # a deployed version's artifact is re-checked (one HEAD) about this often
+    # … and that of a version not deployed (Development); never more often than the above
+    recheck_undeployed_seconds: float = 3600.0
     jitter: float = 0.2  # each period is drawn from recheck_seconds * (1 ± jitter)
     workers: int = 2  # checks running at once
     wait_seconds: float = 2.0  # how long a reconcile waits for a check it needs before saying Verifying
@@ -193,6 +206,12 @@ class _Record:
     future: Future[None] | None = None
     budget: artifacts.Budget | None = None
     failures: int = 0
+    # What the due thread needs to start a re-check itself: the version as its last
+    # reconcile saw it, and the client (with the storage settings it was built for)
+    # of the check before. None: the re-check goes through a reconcile.
+    version: lifecycle.VersionInput | None = None
+    s3: Any = None
+    storage: object = None
 
 
 VerifyFn = Callable[..., ArtifactCheck]
@@ -228,9 +247,9 @@ class Verifier:
         self._clients: OrderedDict[tuple[str | None, ...], Any] = OrderedDict()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="verify")
-        # (due time, model) of every record with a check to come; entries go stale when a
-        # record is dropped or rescheduled, and are checked against the records when popped.
-        self._due: list[tuple[float, ModelKey]] = []
+        # (due time, model, record ident) of every record with a check to come; entries go
+        # stale when a record is dropped or rescheduled, and are checked against it when popped.
+        self._due: list[tuple[float, ModelKey, tuple[str, int]]] = []
         self._wakeup = threading.Condition(self._lock)
         if self.settings.wake_rechecks:
             threading.Thread(target=self._wake_due, name="verify-due", daemon=True).start()
@@ -277,7 +296,10 @@ class Verifier:
                 rec = records.get(_ident(v))
                 if rec is None:
                     rec = records[_ident(v)] = _Record(model=key, next_due=self._first_due(v, now, mono))
-                    self._schedule(rec)
+                    self._schedule(rec, _ident(v))
+                rec.version = v
+                if rec.storage != model.spec.storage:
+                    rec.s3 = None  # built for other storage settings: the next check reads them again
                 if not rec.running and mono >= rec.next_due:
                     rec.running = True  # claimed here, under the lock: one check per record
                     due.append((v, rec))
@@ -311,24 +333,29 @@ class Verifier:
         except artifacts.ArtifactError as exc:
             failed = ArtifactCheck(exc.reason, str(exc))
             with self._lock:
-                for _, rec in due:
-                    self._finish(rec, failed)
+                for v, rec in due:
+                    self._finish(rec, failed, v)
             return
         except BaseException:  # the API server failed us: nothing runs, the reconcile retries
             with self._lock:
                 for _, rec in due:
                     rec.running = False
             raise
-        s = self.settings
         with self._lock:
             for v, rec in due:
-                notify = (lambda k=rec.model: self.notify(k)) if _awaits_fresh(v) else None
-                rec.budget = artifacts.Budget(max_bytes=s.max_bytes, max_seconds=s.max_seconds, stop=self._stop,
-                                              on_progress=notify, progress_seconds=s.progress_seconds)  # fmt: skip
-                try:
-                    rec.future = self._pool.submit(self._run, s3, v, rec, rec.budget, now)
-                except RuntimeError:  # the pool is shut down: the operator stops
-                    rec.running = False
+                rec.s3, rec.storage = s3, model.spec.storage
+                self._submit(s3, v, rec, now)
+
+    def _submit(self, s3: Any, v: lifecycle.VersionInput, rec: _Record, now: datetime.datetime) -> None:
+        """Run a claimed record's check on the pool (under the lock)."""
+        s = self.settings
+        notify = (lambda k=rec.model: self.notify(k)) if _awaits_fresh(v) else None
+        rec.budget = artifacts.Budget(max_bytes=s.max_bytes, max_seconds=s.max_seconds, stop=self._stop,
+                                      on_progress=notify, progress_seconds=s.progress_seconds)  # fmt: skip
+        try:
+            rec.future = self._pool.submit(self._run, s3, v, rec, rec.budget, now)
+        except RuntimeError:  # the pool is shut down: the operator stops
+            rec.running = False
 
     def _run(
         self, s3: Any, v: lifecycle.VersionInput, rec: _Record, budget: artifacts.Budget, now: datetime.datetime
@@ -348,50 +375,66 @@ class Verifier:
             self.metrics.observe_verification(result=check.reason.value, seconds=time.monotonic() - started,
                                               downloaded=budget.read, size=size)  # fmt: skip
         with self._lock:
-            self._finish(rec, check)
+            self._finish(rec, check, v)
         if not _confirms(v, check):
             self.notify(rec.model)
 
-    def _finish(self, rec: _Record, check: ArtifactCheck) -> None:
+    def _finish(self, rec: _Record, check: ArtifactCheck, v: lifecycle.VersionInput) -> None:
         """Record a result and when to check again (under the lock)."""
         rec.running, rec.future, rec.result = False, None, check
         if check.ok:
             rec.failures = 0
-            rec.next_due = self._clock() + self._period()
+            rec.next_due = self._clock() + self._period(v)
         else:
             rec.failures += 1
             rec.next_due = self._clock() + min(self.settings.failure_backoff_max, 2.0 ** (rec.failures - 1))
-        self._schedule(rec)
+            rec.s3 = None  # the retry goes through a reconcile, which reads a rotated Secret again
+        self._schedule(rec, _ident(v))
 
-    def _schedule(self, rec: _Record) -> None:
+    def _schedule(self, rec: _Record, ident: tuple[str, int]) -> None:
         """Remember when `rec` comes due (under the lock)."""
-        heapq.heappush(self._due, (rec.next_due, rec.model))
+        heapq.heappush(self._due, (rec.next_due, rec.model, ident))
         self._wakeup.notify()
 
-    def _pop_due(self, mono: float) -> list[ModelKey]:
-        """The models with a record due by `mono` and not running, each once (under the lock)."""
-        keys: dict[ModelKey, None] = {}  # ordered, and each once
+    def _pop_due(self, mono: float) -> list[_Record]:
+        """The records due by `mono` and not running, each once (under the lock)."""
+        found: dict[int, _Record] = {}  # ordered, and each once
         while self._due and self._due[0][0] <= mono:
-            _, key = heapq.heappop(self._due)
-            records = self._records.get(key, {}).values()
-            if key not in keys and any(not r.running and r.next_due <= mono for r in records):
-                keys[key] = None
-        return list(keys)
+            _, key, ident = heapq.heappop(self._due)
+            rec = self._records.get(key, {}).get(ident)
+            if rec is not None and not rec.running and rec.next_due <= mono:
+                found[id(rec)] = rec
+        return list(found.values())
 
     def _wake_due(self) -> None:
-        """The `verify-due` thread: queue each model when a check of it comes due."""
+        """The `verify-due` thread: start each re-check when it comes due, or queue its
+        model when only a reconcile can start it (module docstring)."""
         while not self._stop.is_set():
+            queue: dict[ModelKey, None] = {}
             with self._lock:
-                keys = self._pop_due(self._clock())
-                if not keys:
+                due = self._pop_due(self._clock())
+                if not due:
                     self._wakeup.wait(self._due[0][0] - self._clock() if self._due else None)
                     continue
-            for key in keys:  # outside the lock: notify takes the work queue's own
+                now = datetime.datetime.now(datetime.UTC)
+                for rec in due:
+                    if rec.s3 is not None and rec.version is not None and not _awaits_fresh(rec.version):
+                        rec.running = True  # claimed under the lock, as in `checks`
+                        self._submit(rec.s3, rec.version, rec, now)
+                    else:
+                        queue[rec.model] = None
+            for key in queue:  # outside the lock: notify takes the work queue's own
                 self.notify(key)
 
-    def _period(self) -> float:
+    def _base_period(self, v: lifecycle.VersionInput) -> float:
+        """How often a verified artifact is re-checked (module docstring), before jitter."""
         s = self.settings
-        return s.recheck_seconds * (1 + s.jitter * (2 * self._rng.random() - 1))
+        if {v.spec.stage, v.status.stage} & {Stage.STAGING, Stage.PRODUCTION}:
+            return s.recheck_seconds
+        return max(s.recheck_seconds, s.recheck_undeployed_seconds)
+
+    def _period(self, v: lifecycle.VersionInput) -> float:
+        return self._base_period(v) * (1 + self.settings.jitter * (2 * self._rng.random() - 1))
 
     def _first_due(self, v: lifecycle.VersionInput, now: datetime.datetime, mono: float) -> float:
         """When to check a version this process has no record of, from its status alone."""
@@ -399,7 +442,7 @@ class Verifier:
             return mono
         verified_at = v.status.artifact.verified_at
         age = (now - verified_at).total_seconds() if verified_at else math.inf
-        period = self.settings.recheck_seconds
+        period = self._base_period(v)
         if age < period:  # checked less than a period ago: due a period after that, plus jitter
             return mono + (period - age) + period * self.settings.jitter * self._rng.random()
         # verifiedAt stays put while re-checks find the same ETag, so it does not tell

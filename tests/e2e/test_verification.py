@@ -120,7 +120,7 @@ def test_rechecks_of_an_unchanged_artifact_write_nothing_and_catch_a_replaced_on
     kube: Cluster, s3: S3, namespace: str, operator: Operator
 ) -> None:
     local_cluster_only(kube.audit_log is not None, "counting writes in the API server's audit log")
-    operator.argv = [*operator.argv, "--recheck-seconds", "1"]
+    operator.argv = [*operator.argv, "--recheck-seconds", "1", "--recheck-undeployed-seconds", "1"]
     operator.restart()
     art = upload(s3, store_checksum=False)
     apply(kube, namespace, model_manifest("m"))
@@ -151,7 +151,8 @@ def test_a_recheck_runs_when_it_comes_due_not_at_the_next_resync(
     """With the resync ten minutes away, a replaced artifact is still caught within a
     few re-check periods: the verifier queues a model when its re-check comes due
     (one model at a time, instead of a burst of them at each resync)."""
-    operator.argv = [*operator.argv, "--resync-seconds", "600", "--recheck-seconds", "2"]
+    operator.argv = [*operator.argv, "--resync-seconds", "600", "--recheck-seconds", "2",
+                     "--recheck-undeployed-seconds", "2"]  # fmt: skip
     operator.restart()
     art = upload(s3)
     apply(kube, namespace, model_manifest("m"))

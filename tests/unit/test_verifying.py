@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from modelreg import artifacts, kube, lifecycle
+from modelreg.api.common import Stage
 from modelreg.api.modelversion import ModelVersionStatus
 from modelreg.facts import ArtifactCheck, ArtifactReason
 from modelreg.verifying import STORAGE_CREDENTIALS_LABEL, Settings, Verifier, credentials, endpoint_refusal
@@ -76,7 +77,8 @@ def verifier(store: FakeStore, *, clock: Clock | None = None, **settings: Any) -
     notified: list[Any] = []
     v = Verifier(
         # Due checks are found by popping the schedule by hand here (the thread would read the fake clock).
-        Settings(**({"wait_seconds": 0.0, "wake_rechecks": False} | settings)),
+        # One period for every stage, unless a test asks otherwise (the period by stage has its own test).
+        Settings(**({"wait_seconds": 0.0, "wake_rechecks": False, "recheck_undeployed_seconds": 0.0} | settings)),
         notify=notified.append,
         verify=store.verify,
         new_client=lambda **_: object(),
@@ -241,7 +243,8 @@ def test_rechecks_come_due_one_model_at_a_time_not_at_the_next_resync() -> None:
     while clock.now < started + 400:
         clock.now += 10
         with v._lock:
-            for _, name in v._pop_due(clock.now):
+            for rec in v._pop_due(clock.now):
+                name = rec.model[1]
                 assert name not in due_at, "each model once"
                 due_at[name] = clock.now - started
     assert sorted(due_at) == sorted(m.name for m in models)
@@ -251,19 +254,43 @@ def test_rechecks_come_due_one_model_at_a_time_not_at_the_next_resync() -> None:
     v.close()
 
 
-def test_the_due_thread_queues_a_model_when_its_recheck_comes_due() -> None:
-    """No reconcile asks again: the verifier's own thread queues the model, and the
-    reconcile that follows starts the re-check."""
-    store = FakeStore()
+def test_the_due_thread_runs_a_recheck_itself_and_queues_the_model_only_when_a_reconcile_must_start_it() -> None:
+    """A re-check needs no reconcile once a check of the record has run: the due
+    thread starts it with that check's client. A reconcile starts it (the model is
+    queued) when there is none: the first re-check after a restart, and the retry
+    of a failed check, which must read the storage settings and Secret again."""
+    status = verified_status(verified_at=NOW - datetime.timedelta(days=1))
+    store = FakeStore(ArtifactCheck(ArtifactReason.VERIFIED, "ok", status.artifact))
     notified: list[Any] = []
-    v = Verifier(Settings(wait_seconds=0.0, recheck_seconds=0.2, jitter=0.5), notify=notified.append,
-                 verify=store.verify, new_client=lambda **_: object())  # fmt: skip
-    v.checks(None, namespace="ns", model=model(), versions=[fresh("1")], now=NOW)
-    wait_until(lambda: len(notified) >= 2)  # the first check's end, then its re-check due
-    assert set(notified) == {("ns", "iris")}
-    assert len(store.calls) == 1, "the thread only queues; the reconcile starts the check"
-    v.checks(None, namespace="ns", model=model(), versions=[fresh("1")], now=NOW)
-    wait_until(lambda: len(store.calls) == 2)
+    v = Verifier(Settings(wait_seconds=0.0, recheck_seconds=0.2, recheck_undeployed_seconds=0.0, jitter=0.5),
+                 notify=notified.append, verify=store.verify, new_client=lambda **_: object())  # fmt: skip
+    known = fresh("1", status=status)
+    v.checks(None, namespace="ns", model=model(), versions=[known], now=NOW)  # after a restart: no client yet
+    wait_until(lambda: notified == [("ns", "iris")])
+    assert store.calls == [], "the first re-check after a restart is started by a reconcile"
+    v.checks(None, namespace="ns", model=model(), versions=[known], now=NOW)  # the reconcile that follows
+    wait_until(lambda: len(store.calls) >= 4)  # that check, then re-checks the thread started
+    assert notified == [("ns", "iris")], "a re-check that confirms status queues nothing"
+    store.result = ArtifactCheck(ArtifactReason.CHECKSUM_MISMATCH, "the digest differs")
+    wait_until(lambda: len(notified) >= 2)  # a re-check found a change: the model is queued
+    calls = len(store.calls)
+    wait_until(lambda: len(notified) >= 3)  # its retry is due (1 s): the model is queued again …
+    assert len(store.calls) == calls, "… and the retry waits for the reconcile"
+    v.close()
+
+
+def test_a_version_not_deployed_is_rechecked_less_often() -> None:
+    """Staging and Production versions serve (or are about to): their artifacts are
+    re-checked every `recheck_seconds`. A Development version's re-check only keeps
+    its status current, since a promotion verifies the new generation anyway."""
+    store = FakeStore()
+    clock = Clock()
+    v, _ = verifier(store, clock=clock, recheck_seconds=300, recheck_undeployed_seconds=3600, jitter=0.0)
+    versions = [fresh("1"), fresh("2", stage=Stage.STAGING), fresh("3", stage=Stage.PRODUCTION)]
+    v.checks(None, namespace="ns", model=model(), versions=versions, now=NOW)
+    v._pool.shutdown(wait=True)
+    due = {rec.version.name: rec.next_due - clock.now for rec in v._records[("ns", "iris")].values() if rec.version}
+    assert due == {"iris-1": 3600.0, "iris-2": 300.0, "iris-3": 300.0}
     v.close()
 
 
