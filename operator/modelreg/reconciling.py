@@ -319,6 +319,8 @@ def _pod_troubles(
         if live is None or name in out or serving.fully_available(live):
             continue
         selector = ((live.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        available, wanted = (live.get("status") or {}).get("availableReplicas", 0), live["spec"].get("replicas")
+        log.debug("reading the Pods of %s: %s of %s replicas available", name, available, wanted)
         read = kube.read_pods(ctx.client, namespace=namespace, selector=selector)
         out[name] = troubles.pod_trouble(troubles.current_pods(live, read.replica_sets, read.pods))
     return out
