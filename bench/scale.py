@@ -304,6 +304,12 @@ def report(r: dict[str, float]) -> None:
     others = "   ".join(f"{k.removeprefix('converge_cpu_')} {v:.1f}" for k, v in r.items()
                         if k.startswith("converge_cpu_"))  # fmt: skip
     print(f"        CPU-s while converging: operator {r['cpu_s']:.1f}   {others}")
+    cores = os.cpu_count() or 1
+    theirs = sum(v for k, v in r.items() if k.startswith("converge_cpu_"))
+    print(
+        f"        its floor on {cores} cores (all that CPU spread over them): {(theirs + r['cpu_s']) / cores:.1f} s;"
+        f" with an operator that cost nothing: {theirs / cores:.1f} s (converged in {r['converge_s']:.1f} s)"
+    )
     requests = "   ".join(f"{k.removeprefix('requests ')} {v:.0f} ({v / n:.2f}/version)" for k, v in r.items()
                           if k.startswith("requests "))  # fmt: skip
     print(f"        operator requests until settled: {requests}")
