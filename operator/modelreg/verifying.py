@@ -87,6 +87,7 @@ from kubernetes.client import ApiClient
 
 from modelreg import artifacts, kube, lifecycle, logs
 from modelreg.api.common import Condition, Stage
+from modelreg.api.modelversion import ArtifactStatus
 from modelreg.facts import ArtifactCheck, ArtifactReason
 from modelreg.metrics import Metrics
 
@@ -195,6 +196,37 @@ def credentials(
     return values[0], values[1]
 
 
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    """What a check needs of its version, as the last reconcile saw it. Its record
+    keeps this (not the whole parsed version: 10,000 of those would cost tens of
+    MiB) so that the due thread can start a re-check on its own."""
+
+    ident: tuple[str, int]  # (uid, generation)
+    name: str
+    uri: str
+    sha256: str | None
+    previous: ArtifactStatus | None  # status.artifact
+    deployed: bool  # Staging or Production, asked or effective
+    fresh_needed: bool  # `_awaits_fresh`
+    confirmed: str | None  # the message of ArtifactVerified=True for this generation, if so
+
+    @classmethod
+    def of(cls, v: lifecycle.VersionInput) -> _Subject:
+        cond = _condition(v)
+        fresh = _awaits_fresh(v)
+        return cls(
+            ident=_ident(v),
+            name=v.name,
+            uri=v.spec.artifact.uri,
+            sha256=v.spec.artifact.sha256,
+            previous=v.status.artifact,
+            deployed=bool({v.spec.stage, v.status.stage} & {Stage.STAGING, Stage.PRODUCTION}),
+            fresh_needed=fresh,
+            confirmed=cond.message if cond is not None and cond.status == "True" and not fresh else None,
+        )
+
+
 @dataclass
 class _Record:
     """What is known about one (version uid, generation) in this process."""
@@ -208,8 +240,8 @@ class _Record:
     failures: int = 0
     # What the due thread needs to start a re-check itself: the version as its last
     # reconcile saw it, and the client (with the storage settings it was built for)
-    # of the check before. None: the re-check goes through a reconcile.
-    version: lifecycle.VersionInput | None = None
+    # of the check before. No client: the re-check goes through a reconcile.
+    subject: _Subject | None = None
     s3: Any = None
     storage: object = None
 
@@ -284,7 +316,7 @@ class Verifier:
         key = (namespace, model.name)
         mono = self._clock()
         wanted = [v for v in versions if _worth_checking(v)]
-        due: list[tuple[lifecycle.VersionInput, _Record]] = []
+        due: list[tuple[_Subject, _Record]] = []
         with self._lock:
             self._forget_unseen(mono)
             self._seen[key] = mono
@@ -293,20 +325,21 @@ class Verifier:
             for gone in [i for i, r in records.items() if i not in current and not r.running]:
                 del records[gone]  # a deleted version, or an older generation
             for v in wanted:
-                rec = records.get(_ident(v))
+                subject = _Subject.of(v)
+                rec = records.get(subject.ident)
                 if rec is None:
-                    rec = records[_ident(v)] = _Record(model=key, next_due=self._first_due(v, now, mono))
-                    self._schedule(rec, _ident(v))
-                rec.version = v
+                    rec = records[subject.ident] = _Record(model=key, next_due=self._first_due(subject, now, mono))
+                    self._schedule(rec, subject.ident)
+                rec.subject = subject
                 if rec.storage != model.spec.storage:
                     rec.s3 = None  # built for other storage settings: the next check reads them again
                 if not rec.running and mono >= rec.next_due:
                     rec.running = True  # claimed here, under the lock: one check per record
-                    due.append((v, rec))
+                    due.append((subject, rec))
         if due:
             self._start(client, namespace, model, due, now)
         with self._lock:  # wait for the checks just started (a HEAD is quick), never again for a long one
-            needed = [f for v, rec in due if _awaits_fresh(v) and (f := rec.future) is not None]
+            needed = [f for subject, rec in due if subject.fresh_needed and (f := rec.future) is not None]
         if needed:
             concurrent.futures.wait(needed, timeout=self.settings.wait_seconds)
         with self._lock:
@@ -325,7 +358,7 @@ class Verifier:
         client: ApiClient,
         namespace: str,
         model: lifecycle.ModelInput,
-        due: list[tuple[lifecycle.VersionInput, _Record]],
+        due: list[tuple[_Subject, _Record]],
         now: datetime.datetime,
     ) -> None:
         try:
@@ -346,10 +379,10 @@ class Verifier:
                 rec.s3, rec.storage = s3, model.spec.storage
                 self._submit(s3, v, rec, now)
 
-    def _submit(self, s3: Any, v: lifecycle.VersionInput, rec: _Record, now: datetime.datetime) -> None:
+    def _submit(self, s3: Any, v: _Subject, rec: _Record, now: datetime.datetime) -> None:
         """Run a claimed record's check on the pool (under the lock)."""
         s = self.settings
-        notify = (lambda k=rec.model: self.notify(k)) if _awaits_fresh(v) else None
+        notify = (lambda k=rec.model: self.notify(k)) if v.fresh_needed else None
         rec.budget = artifacts.Budget(max_bytes=s.max_bytes, max_seconds=s.max_seconds, stop=self._stop,
                                       on_progress=notify, progress_seconds=s.progress_seconds)  # fmt: skip
         try:
@@ -357,16 +390,13 @@ class Verifier:
         except RuntimeError:  # the pool is shut down: the operator stops
             rec.running = False
 
-    def _run(
-        self, s3: Any, v: lifecycle.VersionInput, rec: _Record, budget: artifacts.Budget, now: datetime.datetime
-    ) -> None:
-        uri = v.spec.artifact.uri
+    def _run(self, s3: Any, v: _Subject, rec: _Record, budget: artifacts.Budget, now: datetime.datetime) -> None:
+        uri = v.uri
         started = time.monotonic()
         # This pool's threads do not inherit a reconcile's log context: say whose check it is.
         with logs.context(namespace=rec.model[0], model=rec.model[1], version=v.name):
             try:
-                check = self._verify(s3, uri, expected_sha256=v.spec.artifact.sha256, previous=v.status.artifact,
-                                     now=now, budget=budget)  # fmt: skip
+                check = self._verify(s3, uri, expected_sha256=v.sha256, previous=v.previous, now=now, budget=budget)
             except Exception as exc:  # a bug must not leave a version "verifying" for ever
                 log.exception("verifying %s failed unexpectedly", uri)
                 check = ArtifactCheck(ArtifactReason.STORAGE_UNAVAILABLE, f"verifying {uri} failed unexpectedly: {exc}")
@@ -379,9 +409,9 @@ class Verifier:
         if not _confirms(v, check):
             self.notify(rec.model)
 
-    def _finish(self, rec: _Record, check: ArtifactCheck, v: lifecycle.VersionInput) -> None:
+    def _finish(self, rec: _Record, check: ArtifactCheck, v: _Subject) -> None:
         """Record a result and when to check again (under the lock)."""
-        rec.running, rec.future, rec.result = False, None, check
+        rec.running, rec.future, rec.result, rec.budget = False, None, check, None
         if check.ok:
             rec.failures = 0
             rec.next_due = self._clock() + self._period(v)
@@ -389,7 +419,7 @@ class Verifier:
             rec.failures += 1
             rec.next_due = self._clock() + min(self.settings.failure_backoff_max, 2.0 ** (rec.failures - 1))
             rec.s3 = None  # the retry goes through a reconcile, which reads a rotated Secret again
-        self._schedule(rec, _ident(v))
+        self._schedule(rec, v.ident)
 
     def _schedule(self, rec: _Record, ident: tuple[str, int]) -> None:
         """Remember when `rec` comes due (under the lock)."""
@@ -418,29 +448,27 @@ class Verifier:
                     continue
                 now = datetime.datetime.now(datetime.UTC)
                 for rec in due:
-                    if rec.s3 is not None and rec.version is not None and not _awaits_fresh(rec.version):
+                    if rec.s3 is not None and rec.subject is not None and not rec.subject.fresh_needed:
                         rec.running = True  # claimed under the lock, as in `checks`
-                        self._submit(rec.s3, rec.version, rec, now)
+                        self._submit(rec.s3, rec.subject, rec, now)
                     else:
                         queue[rec.model] = None
             for key in queue:  # outside the lock: notify takes the work queue's own
                 self.notify(key)
 
-    def _base_period(self, v: lifecycle.VersionInput) -> float:
+    def _base_period(self, v: _Subject) -> float:
         """How often a verified artifact is re-checked (module docstring), before jitter."""
         s = self.settings
-        if {v.spec.stage, v.status.stage} & {Stage.STAGING, Stage.PRODUCTION}:
-            return s.recheck_seconds
-        return max(s.recheck_seconds, s.recheck_undeployed_seconds)
+        return s.recheck_seconds if v.deployed else max(s.recheck_seconds, s.recheck_undeployed_seconds)
 
-    def _period(self, v: lifecycle.VersionInput) -> float:
+    def _period(self, v: _Subject) -> float:
         return self._base_period(v) * (1 + self.settings.jitter * (2 * self._rng.random() - 1))
 
-    def _first_due(self, v: lifecycle.VersionInput, now: datetime.datetime, mono: float) -> float:
+    def _first_due(self, v: _Subject, now: datetime.datetime, mono: float) -> float:
         """When to check a version this process has no record of, from its status alone."""
-        if _awaits_fresh(v) or v.status.artifact is None or not _verified(v):
+        if v.previous is None or v.confirmed is None:
             return mono
-        verified_at = v.status.artifact.verified_at
+        verified_at = v.previous.verified_at
         age = (now - verified_at).total_seconds() if verified_at else math.inf
         period = self._base_period(v)
         if age < period:  # checked less than a period ago: due a period after that, plus jitter
@@ -502,11 +530,6 @@ def _condition(v: lifecycle.VersionInput) -> Condition | None:
     return next((c for c in v.status.conditions if c.type == lifecycle.ARTIFACT_VERIFIED), None)
 
 
-def _verified(v: lifecycle.VersionInput) -> bool:
-    cond = _condition(v)
-    return cond is not None and cond.status == "True"
-
-
 def _awaits_fresh(v: lifecycle.VersionInput) -> bool:
     """Status holds no verdict for this generation: nothing may be decided on an older one."""
     cond = _condition(v)
@@ -517,14 +540,11 @@ def _awaits_fresh(v: lifecycle.VersionInput) -> bool:
     )
 
 
-def _confirms(v: lifecycle.VersionInput, check: ArtifactCheck) -> bool:
+def _confirms(v: _Subject, check: ArtifactCheck) -> bool:
     """A re-check found what the version's status already says (same facts, verifiedAt
     included, same verdict and message): a reconcile would write nothing, so the model
-    is not queued. At 10,000 versions re-checked every 300 s that halves the re-plans
-    re-checks cost. A reconcile for any other reason still takes this result."""
-    cond = _condition(v)
-    return (check.ok and not _awaits_fresh(v) and _verified(v) and cond is not None
-            and cond.message == check.message and check.facts == v.status.artifact)  # fmt: skip
+    is not queued. A reconcile for any other reason still takes this result."""
+    return check.ok and v.confirmed is not None and v.confirmed == check.message and check.facts == v.previous
 
 
 def _answer(v: lifecycle.VersionInput, rec: _Record | None) -> ArtifactCheck | None:

@@ -289,7 +289,7 @@ def test_a_version_not_deployed_is_rechecked_less_often() -> None:
     versions = [fresh("1"), fresh("2", stage=Stage.STAGING), fresh("3", stage=Stage.PRODUCTION)]
     v.checks(None, namespace="ns", model=model(), versions=versions, now=NOW)
     v._pool.shutdown(wait=True)
-    due = {rec.version.name: rec.next_due - clock.now for rec in v._records[("ns", "iris")].values() if rec.version}
+    due = {rec.subject.name: rec.next_due - clock.now for rec in v._records[("ns", "iris")].values() if rec.subject}
     assert due == {"iris-1": 3600.0, "iris-2": 300.0, "iris-3": 300.0}
     v.close()
 
