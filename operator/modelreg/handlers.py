@@ -335,7 +335,8 @@ async def _resync(memo: Runtime) -> None:
     (`ProgressDeadlineExceeded` arrives as a Deployment event) and validation Jobs
     (`activeDeadlineSeconds`, a Job event). Secrets are read as storage
     credentials, not watched: a change reaches a settled model at its next
-    artifact re-check, which reads the Secret again.
+    artifact re-check, which is started by a reconcile that reads the Secret
+    again (`verifying`: only re-checks without a Secret skip the reconcile).
 
     Concurrency: `settled` is only touched on the event loop (set by `_reconcile`
     when a worker's reconcile returns, read here and by the event handlers); the

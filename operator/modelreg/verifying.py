@@ -36,8 +36,10 @@ record comes due it starts the re-check itself, with the version and the S3
 client of the check before it, without a reconcile: a re-check that finds what
 status says (the usual case) then costs one HEAD and nothing else. It queues the
 model (`notify`) instead when the record has no client to reuse: the first
-re-check after a restart, the retry of a failed check (a reconcile reads a
-rotated Secret again), or a model whose storage settings changed since.
+re-check after a restart, the retry of a failed check, a model whose storage
+settings changed since, and every re-check of a model that reads its
+credentials from a Secret (the reconcile reads the Secret again, so a rotated
+key or a withdrawn opt-in label takes effect within a period).
 
 Concurrency. Reconciles run on the worker threads of `handlers`; checks run on
 this module's own pool of `workers` threads, so hashing a large artifact never
@@ -376,7 +378,11 @@ class Verifier:
             raise
         with self._lock:
             for v, rec in due:
-                rec.s3, rec.storage = s3, model.spec.storage
+                # A client built from a Secret is not reused by the due thread: each re-check's
+                # reconcile reads the Secret again, so a rotated key or a withdrawn opt-in label
+                # takes effect within a period.
+                secret = model.spec.storage is not None and model.spec.storage.credentials_secret is not None
+                rec.s3, rec.storage = (None if secret else s3), model.spec.storage
                 self._submit(s3, v, rec, now)
 
     def _submit(self, s3: Any, v: _Subject, rec: _Record, now: datetime.datetime) -> None:
@@ -418,7 +424,7 @@ class Verifier:
         else:
             rec.failures += 1
             rec.next_due = self._clock() + min(self.settings.failure_backoff_max, 2.0 ** (rec.failures - 1))
-            rec.s3 = None  # the retry goes through a reconcile, which reads a rotated Secret again
+            rec.s3 = None  # the retry goes through a reconcile, which reads the storage settings again
         self._schedule(rec, v.ident)
 
     def _schedule(self, rec: _Record, ident: tuple[str, int]) -> None:

@@ -279,6 +279,35 @@ def test_the_due_thread_runs_a_recheck_itself_and_queues_the_model_only_when_a_r
     v.close()
 
 
+def test_a_recheck_with_credentials_from_a_secret_is_started_by_a_reconcile_that_reads_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client built from a Secret is not reused by the due thread: every re-check
+    waits for a reconcile, which reads the Secret again (a withdrawn opt-in label
+    or a rotated key takes effect within a period)."""
+    reads: list[str] = []
+
+    def read_secret(client: Any, *, namespace: str, name: str) -> kube.SecretData:
+        reads.append(name)
+        return _secret(AWS_ACCESS_KEY_ID=b"AKIA", AWS_SECRET_ACCESS_KEY=b"s3cr3t")
+
+    monkeypatch.setattr(kube, "read_secret", read_secret)
+    status = verified_status(verified_at=NOW - datetime.timedelta(days=1))
+    store = FakeStore(ArtifactCheck(ArtifactReason.VERIFIED, "ok", status.artifact))
+    notified: list[Any] = []
+    v = Verifier(Settings(wait_seconds=0.0, recheck_seconds=0.2, recheck_undeployed_seconds=0.0, jitter=0.5),
+                 notify=notified.append, verify=store.verify, new_client=lambda **_: object())  # fmt: skip
+    with_secret = model(storage={"credentialsSecret": {"name": "s3"}})
+    known = fresh("1", status=status)
+    v.checks(None, namespace="ns", model=with_secret, versions=[known], now=NOW)  # after a restart: nothing due
+    for round_ in range(1, 4):  # each re-check: the model is queued, its reconcile reads the Secret and checks
+        wait_until(lambda round_=round_: len(notified) == round_)
+        v.checks(None, namespace="ns", model=with_secret, versions=[known], now=NOW)
+        wait_until(lambda round_=round_: len(store.calls) == round_)
+    assert reads == ["s3", "s3", "s3"]
+    v.close()
+
+
 def test_a_version_not_deployed_is_rechecked_less_often() -> None:
     """Staging and Production versions serve (or are about to): their artifacts are
     re-checked every `recheck_seconds`. A Development version's re-check only keeps
