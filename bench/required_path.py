@@ -40,12 +40,16 @@ from modelreg.api.crds import custom_resource_definitions
 GROUP = "bench.modelreg.dev"
 
 
-def install_crd(env: Environment) -> None:
+def crd() -> Obj:
     """The ModelVersion CRD with only its group (and so its name) changed."""
-    crd = copy.deepcopy(custom_resource_definitions()[f"{OPERATOR_GROUP}_{mv.PLURAL}.yaml"])
-    crd["metadata"]["name"] = f"{mv.PLURAL}.{GROUP}"
-    crd["spec"]["group"] = GROUP
-    env.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(crd))
+    copied = copy.deepcopy(custom_resource_definitions()[f"{OPERATOR_GROUP}_{mv.PLURAL}.yaml"])
+    copied["metadata"]["name"] = f"{mv.PLURAL}.{GROUP}"
+    copied["spec"]["group"] = GROUP
+    return copied
+
+
+def install_crd(env: Environment) -> None:
+    env.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(crd()))
     env.kubectl("wait", "--for=condition=Established", f"crd/{mv.PLURAL}.{GROUP}")
 
 
