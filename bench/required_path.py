@@ -29,6 +29,7 @@ from urllib.parse import quote, urlparse
 
 from kubernetes import watch
 from kubernetes.client import ApiClient, CustomObjectsApi
+from urllib3.exceptions import MaxRetryError
 
 from bench.environment import Environment
 from bench.observing import Obj
@@ -168,6 +169,8 @@ class RequiredPath:
                 for event in watch.Watch().stream(self.custom.list_namespaced_custom_object, GROUP, VERSION,
                                                   self.namespace, mv.PLURAL):  # fmt: skip
                     self._handle(event["object"], time.perf_counter())
+            except MaxRetryError:  # the API server is gone: its environment ended (as `Observer`)
+                return
             except Exception as exc:  # an expired watch, or a failed step: the benchmark's wait reports it
                 self.error = exc
                 time.sleep(0.05)
