@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes import watch
 from kubernetes.client import ApiClient, CoreV1Api
+from urllib3.exceptions import MaxRetryError
 
 Obj = dict[str, Any]
 
@@ -42,6 +43,8 @@ class Observer:
                     raw = obj if isinstance(obj, dict) else self.client.sanitize_for_serialization(obj)
                     with self._lock:
                         self.events.append((time.perf_counter(), raw))
+            except MaxRetryError:  # the API server is gone: its environment ended (left running,
+                return  # the thread would keep a core busy in the benchmarks that `make bench` runs next)
             except Exception:  # an expired watch: start again (the benchmark's deadline bounds it)
                 time.sleep(0.05)
 

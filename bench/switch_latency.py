@@ -6,7 +6,9 @@
 Medians over ROUNDS of each; and the operator's own two steps of a promotion,
 watch-observed, next to their floor (a plain API write → its watch event, same
 run): the request → the new Deployment scaled up, and the Deployment Available
-→ the Service switched.
+→ the Service switched; and for the first, the required path: a minimal
+controller making only the round trips it needs (`bench/required_path.py`),
+sampled in the same rounds.
 
 Run: make bench   (or .venv/bin/python bench/switch_latency.py)
 """
@@ -24,12 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubernetes.client import AppsV1Api, CoreV1Api, CustomObjectsApi
 
+from bench import required_path
 from bench.environment import Environment, environment
 from bench.observing import Floor, Obj, Observer, operator_steps, report, report_steps
 from modelreg.devcluster import cluster
 from modelreg.serving import deployment_name
 
 ROUNDS = 10
+REQUIRED_DEPLOYMENT = "required-path"  # the required path's Deployment (no model's, no version's)
 SERVING = {
     "image": "registry.example.com/model-server:1.0",
     "replicas": 2,
@@ -99,9 +103,19 @@ def main() -> None:
         b.wait(lambda: b.serving() == "1", "first version served", time.perf_counter())
         promotions, rollbacks, scale_ups, switches, patched = [], [], [], [], []
         want = int(SERVING["replicas"])  # type: ignore[call-overload]
+        staging = int(SERVING["stagingReplicas"])  # type: ignore[call-overload]
+        required = start_required_path(b, apps, up=want, down=staging)
+
+        def scaled_to(replicas: int) -> Callable[[float], float]:
+            return lambda sent: deployments.first(_scaled(REQUIRED_DEPLOYMENT, replicas), after=sent)
+
         for n in range(2, 2 + ROUNDS):
             b.settle(n, "Staging")
             floor.sample()
+            # The required path's scale-up, and its Pods started before the real request.
+            asked = time.perf_counter()
+            required.sample("bench-1", "Production", scaled_to(want))
+            deployments.first(_available(REQUIRED_DEPLOYMENT, want), after=asked)
             name = deployment_name("bench", str(n))
             started = time.perf_counter()  # the request: one API patch, as `modelreg stage` sends
             patched.append(time.time())
@@ -116,10 +130,12 @@ def main() -> None:
             scale_ups.append(scaled - started)
             switches.append(switched - available)
             b.settle(n - 1, "Archived")  # acknowledge the superseded version, as the CLI does
+            required.sample("bench-1", "Staging", scaled_to(staging), record=False)  # back, not measured
             floor.sample()
             rollbacks.append(b.switch(n - 1))
             b.settle(n, "Archived")
         report("request → new Deployment scaled up", scale_ups, floor.samples)
+        required_path.report(required.samples, floor.samples, scale_ups, write="Deployment scaled")
         report_steps(operator_steps(env.operator_log, patched))  # "serving": the scale-up, then the rest
         report("Deployment Available → Service switched", switches, floor.samples)
         for what, samples in (("promotion (Staging → Production)", promotions), ("rollback (Archived → Production)",
@@ -127,6 +143,24 @@ def main() -> None:
             ms = sorted(s * 1000 for s in samples)
             print(f"{what}: apply → Service switched, {len(ms)} runs (ms): median {statistics.median(ms):.0f}"
                   f"   min {ms[0]:.0f}   max {ms[-1]:.0f} (includes kwok starting the Pods)")  # fmt: skip
+
+
+def start_required_path(b: Bench, apps: AppsV1Api, *, up: int, down: int) -> required_path.RequiredPath:
+    """The required path on a copy of bench-1 (its spec), scaling a copy of bench-1's
+    Deployment (its Pod template and placement, at `down` replicas) between `down` and `up`."""
+    ns, client = b.env.namespace, b.custom.api_client
+    required_path.install_crd(b.env)
+    served = client.sanitize_for_serialization(apps.read_namespaced_deployment(deployment_name("bench", "1"), ns))
+    deployment = required_path.deployment_copy(served, REQUIRED_DEPLOYMENT)
+    deployment["spec"]["replicas"] = down
+    apps.create_namespaced_deployment(ns, deployment)
+    real = b.custom.get_namespaced_custom_object("modelreg.dev", "v1alpha1", ns, "modelversions", "bench-1")
+    version = required_path.version_copy(real)
+    version["spec"]["stage"] = "Staging"
+    write = required_path.scales(REQUIRED_DEPLOYMENT, up=up, down=down)
+    required = required_path.RequiredPath(client, b.env.s3(), namespace=ns, write=write)
+    b.custom.create_namespaced_custom_object(required_path.GROUP, required_path.VERSION, ns, "modelversions", version)
+    return required
 
 
 def _scaled(name: str, want: int) -> Callable[[Obj], bool]:
