@@ -428,9 +428,11 @@ class Verifier:
         self._schedule(rec, v.ident)
 
     def _schedule(self, rec: _Record, ident: tuple[str, int]) -> None:
-        """Remember when `rec` comes due (under the lock)."""
+        """Remember when `rec` comes due (under the lock). The due thread sleeps until
+        the earliest due time: it is woken only when this one comes before that."""
         heapq.heappush(self._due, (rec.next_due, rec.model, ident))
-        self._wakeup.notify()
+        if self._due[0][2] == ident and self._due[0][0] == rec.next_due:
+            self._wakeup.notify()
 
     def _pop_due(self, mono: float) -> list[_Record]:
         """The records due by `mono` and not running, each once (under the lock)."""
