@@ -295,7 +295,13 @@ def report(r: dict[str, float]) -> None:
           f"   {r['idle_writes_per_min']:.0f} writes/min   CPU-s/min {r['idle_cpu_s_per_min 3']:.2f}"
           f" (target <= 0.5 at 10,000; the two minutes before, with the re-plan that confirms each model's"
           f" last write: {r['idle_cpu_s_per_min 1']:.2f}, {r['idle_cpu_s_per_min 2']:.2f})")  # fmt: skip
-    if (rechecks := r.get("idle_rechecks_per_min", 0)) > 0:
+    rechecks = r.get("idle_rechecks_per_min", 0)
+    if 0 < rechecks < 200:  # the window's other work would be priced as re-checks
+        print(
+            f"        re-checks: {rechecks:.0f}/min in the idle window (too few to price them; with"
+            " --recheck-seconds 30 every version is re-checked there)"
+        )
+    elif rechecks >= 200:
         each = r["idle_cpu_s_per_min 3"] / rechecks * 1000  # an upper bound: the window's other work included
         # Versions 1 and 2 of each model are deployed (re-checked every 300 s), the rest are not (3600 s).
         deployed = n * DEPLOYED / VERSIONS
