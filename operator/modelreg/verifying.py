@@ -76,13 +76,14 @@ import heapq
 import logging
 import math
 import random
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from kubernetes.client import ApiClient
@@ -198,17 +199,22 @@ def credentials(
     return values[0], values[1]
 
 
+_ARTIFACT_FIELDS = tuple(ArtifactStatus.model_fields)
+
+
 @dataclass(frozen=True, slots=True)
 class _Subject:
     """What a check needs of its version, as the last reconcile saw it. Its record
-    keeps this (not the whole parsed version: 10,000 of those would cost tens of
-    MiB) so that the due thread can start a re-check on its own."""
+    keeps this so that the due thread can start a re-check on its own: a few slots,
+    not the parsed version (10,000 of those would cost tens of MiB), its strings
+    interned so they are the cache's own copies (`cache.compact`), and
+    status.artifact as plain values (a model of it costs 1.1 KB)."""
 
     ident: tuple[str, int]  # (uid, generation)
     name: str
     uri: str
     sha256: str | None
-    previous: ArtifactStatus | None  # status.artifact
+    previous: tuple[Any, ...] | None  # status.artifact: its fields' values, in `_ARTIFACT_FIELDS` order
     deployed: bool  # Staging or Production, asked or effective
     fresh_needed: bool  # `_awaits_fresh`
     confirmed: str | None  # the message of ArtifactVerified=True for this generation, if so
@@ -217,16 +223,23 @@ class _Subject:
     def of(cls, v: lifecycle.VersionInput) -> _Subject:
         cond = _condition(v)
         fresh = _awaits_fresh(v)
+        art = v.status.artifact
         return cls(
-            ident=_ident(v),
-            name=v.name,
-            uri=v.spec.artifact.uri,
-            sha256=v.spec.artifact.sha256,
-            previous=v.status.artifact,
+            ident=(_shared(_ident(v)[0]), v.generation),
+            name=_shared(v.name),
+            uri=_shared(v.spec.artifact.uri),
+            sha256=_shared(v.spec.artifact.sha256),
+            previous=None if art is None else tuple(_shared(getattr(art, f)) for f in _ARTIFACT_FIELDS),
             deployed=bool({v.spec.stage, v.status.stage} & {Stage.STAGING, Stage.PRODUCTION}),
             fresh_needed=fresh,
-            confirmed=cond.message if cond is not None and cond.status == "True" and not fresh else None,
+            confirmed=_shared(cond.message) if cond is not None and cond.status == "True" and not fresh else None,
         )
+
+    def artifact(self) -> ArtifactStatus | None:
+        """status.artifact as the reconcile read it (a new model each call)."""
+        if self.previous is None:
+            return None
+        return ArtifactStatus.model_construct(**dict(zip(_ARTIFACT_FIELDS, self.previous, strict=True)))
 
 
 @dataclass
@@ -397,12 +410,12 @@ class Verifier:
             rec.running = False
 
     def _run(self, s3: Any, v: _Subject, rec: _Record, budget: artifacts.Budget, now: datetime.datetime) -> None:
-        uri = v.uri
+        uri, previous = v.uri, v.artifact()
         started = time.monotonic()
         # This pool's threads do not inherit a reconcile's log context: say whose check it is.
         with logs.context(namespace=rec.model[0], model=rec.model[1], version=v.name):
             try:
-                check = self._verify(s3, uri, expected_sha256=v.sha256, previous=v.previous, now=now, budget=budget)
+                check = self._verify(s3, uri, expected_sha256=v.sha256, previous=previous, now=now, budget=budget)
             except Exception as exc:  # a bug must not leave a version "verifying" for ever
                 log.exception("verifying %s failed unexpectedly", uri)
                 check = ArtifactCheck(ArtifactReason.STORAGE_UNAVAILABLE, f"verifying {uri} failed unexpectedly: {exc}")
@@ -412,7 +425,7 @@ class Verifier:
                                               downloaded=budget.read, size=size)  # fmt: skip
         with self._lock:
             self._finish(rec, check, v)
-        if not _confirms(v, check):
+        if not _confirms(v, check, previous):
             self.notify(rec.model)
 
     def _finish(self, rec: _Record, check: ArtifactCheck, v: _Subject) -> None:
@@ -474,9 +487,10 @@ class Verifier:
 
     def _first_due(self, v: _Subject, now: datetime.datetime, mono: float) -> float:
         """When to check a version this process has no record of, from its status alone."""
-        if v.previous is None or v.confirmed is None:
+        artifact = v.artifact()
+        if artifact is None or v.confirmed is None:
             return mono
-        verified_at = v.previous.verified_at
+        verified_at = artifact.verified_at
         age = (now - verified_at).total_seconds() if verified_at else math.inf
         period = self._base_period(v)
         if age < period:  # checked less than a period ago: due a period after that, plus jitter
@@ -548,11 +562,19 @@ def _awaits_fresh(v: lifecycle.VersionInput) -> bool:
     )
 
 
-def _confirms(v: _Subject, check: ArtifactCheck) -> bool:
+def _confirms(v: _Subject, check: ArtifactCheck, previous: ArtifactStatus | None) -> bool:
     """A re-check found what the version's status already says (same facts, verifiedAt
     included, same verdict and message): a reconcile would write nothing, so the model
     is not queued. A reconcile for any other reason still takes this result."""
-    return check.ok and v.confirmed is not None and v.confirmed == check.message and check.facts == v.previous
+    return check.ok and v.confirmed is not None and v.confirmed == check.message and check.facts == previous
+
+
+_T = TypeVar("_T")
+
+
+def _shared(value: _T) -> _T:
+    """A string as the interned copy the cache holds (`cache.compact`); other values as they are."""
+    return sys.intern(value) if isinstance(value, str) else value  # type: ignore[return-value]
 
 
 def _answer(v: lifecycle.VersionInput, rec: _Record | None) -> ArtifactCheck | None:
