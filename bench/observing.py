@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import statistics
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,3 +127,10 @@ def report_steps(steps: dict[str, list[float]]) -> None:
     print("  where it goes (medians, ms; from the operator's debug log, clock resolution 1 ms for the first):")
     for name, values in steps.items():
         print(f"    {name:<28} {statistics.median(values):6.1f}   (n={len(values)})")
+
+
+def metric(port: int, name: str) -> float:
+    """The sum of a metric's series, scraped from an operator's /metrics on `port`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(m) for m in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))

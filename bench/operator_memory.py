@@ -41,6 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.observing import metric
 from modelreg import artifacts
 from modelreg.api.crds import write_crds
 from modelreg.devcluster import building, cluster, processes
@@ -88,9 +89,7 @@ class Operator:
             return False
 
     def metric(self, name: str) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-        return sum(float(m) for m in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+        return metric(self.metrics_port, name)
 
     def reconciles(self) -> float:
         return self.metric("controller_runtime_reconcile_total")

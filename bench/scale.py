@@ -34,14 +34,12 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes import watch
 from kubernetes.client import CustomObjectsApi
 
+from bench.observing import metric
 from modelreg import artifacts, kube
 from modelreg.api.crds import write_crds
 from modelreg.devcluster import building, cluster, processes
@@ -126,10 +125,7 @@ CLUSTER_PROCESSES = ("kube-apiserver", "etcd", "s3")
 
 def verifications(port: int) -> float:
     """Artifact checks the operator has finished, from its metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    name = "modelreg_artifact_verification_duration_seconds_count"
-    return sum(float(m) for m in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+    return metric(port, "modelreg_artifact_verification_duration_seconds_count")
 
 
 def cluster_cpu(state: cluster.ClusterState) -> dict[str, float]:
