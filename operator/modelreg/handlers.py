@@ -328,10 +328,11 @@ async def _resync(memo: Runtime) -> None:
     way (the progress deadline of a scale-up is timed from the request: `retry`),
     any write or Event (the next reconcile confirms it was the last), and a
     reconcile that read the API instead of the cache. What time alone changes for
-    a settled model has a trigger of its own: artifact re-checks, and retries of
-    failed checks, queue their model from the verifier's `verify-due` thread when
-    they come due, and a finished check whose result changes what status says
-    queues it again (so when `wake_rechecks` is off, nothing is skipped); Kubernetes itself times rollouts
+    a settled model has a trigger of its own: the verifier's `verify-due` thread
+    runs each artifact re-check when it comes due and queues the model when the
+    result changes what status says, or queues it at once when only a reconcile
+    can start the check (a retry, a Secret to read again); so when `wake_rechecks`
+    is off, nothing is skipped. Kubernetes itself times rollouts
     (`ProgressDeadlineExceeded` arrives as a Deployment event) and validation Jobs
     (`activeDeadlineSeconds`, a Job event). Secrets are read as storage
     credentials, not watched: a change reaches a settled model at its next
